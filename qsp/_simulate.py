@@ -1,0 +1,334 @@
+r"""`simulate`: integrate a model through its dosing events.
+
+Doses are discontinuities, so the horizon is cut at every event (bolus times,
+infusion starts and ends, each shifted by the compartment's lag) into segments
+$[B_k, B_{k+1}]$, and each segment is one `diffrax.diffeqsolve` inside a `lax.scan`
+(one compile however many doses). On a segment the vector field is
+
+$$\dot y = f(t, y) + u_k, \qquad u_k = \sum_{i\ \text{infusing on}\ k} R_i\, e_{c_i},$$
+
+and at $B_k$ the boluses due then are added: $y(B_k^+) = y(B_k^-) + \sum_j F_{c_j} A_j e_{c_j}$.
+
+**Record order.** An observation at the same time as a dose reports the state *before*
+the dose (the left limit; NONMEM's order when the observation record comes first,
+i.e. a trough). Pass `obs_after_dose=True` (or a boolean per save time) for the state
+just after it (a NONMEM observation record placed after the dose record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+
+from ._dosing import Regimen
+from ._model import ODEModel
+from ._params import _META_KEY
+from ._solution import Solution, Status
+
+
+def default_solver(rtol: float, atol: float) -> dfx.AbstractSolver:
+    """Kvaerno5 (L-stable ESDIRK) with a Chord root finder at the step tolerances.
+
+    diffrax's default VeryChord rejects about half the steps on stiff QSP models;
+    Chord at the step tolerances is 5-8x faster at equal accuracy
+    (`shared/references/performance-baseline.md`, section 6.1)."""
+    return dfx.Kvaerno5(root_finder=optx.Chord(rtol=rtol, atol=atol))
+
+
+def _adjoint(adjoint):
+    if adjoint is None or adjoint == "reverse":
+        return dfx.RecursiveCheckpointAdjoint()
+    if adjoint == "forward":
+        return dfx.ForwardMode()
+    if isinstance(adjoint, dfx.AbstractAdjoint):
+        return adjoint
+    raise ValueError(
+        f"adjoint={adjoint!r} is not known; use 'reverse' (for jax.grad), 'forward' "
+        "(for jax.jacfwd / jax.jvp) or a diffrax adjoint."
+    )
+
+
+# -- populations: which leaves carry a batch axis ----------------------------------------
+
+
+def _core_ndim(field: dataclasses.Field) -> int:
+    return len(field.metadata.get(_META_KEY, {}).get("shape", ()))
+
+
+def _as_arrays(model):
+    """Python numbers in parameter fields become float arrays (so they can be traced)."""
+    def conv(x):
+        if isinstance(x, (bool, np.bool_)):
+            return x
+        if isinstance(x, (int, float, np.integer, np.floating)):
+            return jnp.asarray(x, dtype=float)
+        return x
+    return jax.tree.map(conv, model)
+
+
+def _batch_axes(module, path="model"):
+    """(in_axes pytree, {path: batch size}) for a model whose leaves may carry a leading
+    population axis beyond their declared per-patient shape."""
+    sizes = {}
+    updates = {}
+    for f in dataclasses.fields(module):
+        if f.metadata.get("static", False):
+            continue
+        v = getattr(module, f.name)
+        if isinstance(v, eqx.Module):
+            sub_axes, sub_sizes = _batch_axes(v, f"{path}.{f.name}")
+            updates[f.name] = sub_axes
+            sizes.update(sub_sizes)
+        elif eqx.is_array(v):
+            if v.ndim > _core_ndim(f):
+                updates[f.name] = 0
+                sizes[f"{path}.{f.name}"] = v.shape[0]
+            else:
+                updates[f.name] = None
+        else:
+            updates[f.name] = jax.tree.map(lambda _: None, v)
+    axes = jax.tree.map(lambda _: None, module)
+    for name, ax in updates.items():
+        axes = eqx.tree_at(lambda m, n=name: getattr(m, n), axes, ax, is_leaf=lambda x: x is None)
+    return axes, sizes
+
+
+def _check_parameters(model, batched: bool):
+    """Raise (single patient) or flag (population) NaN or out-of-bounds parameters.
+
+    Returns a boolean mask of invalid patients for a population, else None."""
+    from ._params import parameter_info
+
+    bad_mask = None
+    for name, info in parameter_info(model).items():
+        value = getattr(model, name)
+        if isinstance(value, jax.core.Tracer) or not eqx.is_array_like(value):
+            continue
+        v = np.asarray(value, dtype=float) if not isinstance(value, (bool, np.bool_)) else None
+        if v is None:
+            continue
+        lo, hi = info.bounds
+        bad = np.isnan(v) | (v < lo) | (v > hi)
+        if not batched or v.ndim <= len(info.shape):
+            if bad.any():
+                shown = v if v.ndim == 0 else v.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]
+                what = "NaN" if np.isnan(shown) else f"{shown:g}"
+                raise ValueError(
+                    f"parameter {name}={what} of {type(model).__name__} is invalid; expected a "
+                    f"number within bounds [{lo:g}, {hi:g}]" + (f" ({info.units})" if info.units else "") + "."
+                )
+        else:
+            row_bad = bad.reshape(bad.shape[0], -1).any(axis=1)
+            bad_mask = row_bad if bad_mask is None else (bad_mask | row_bad)
+    return bad_mask
+
+
+# -- the solve -----------------------------------------------------------------------------
+
+
+class _Config(eqx.Module):
+    solver: Any
+    controller: Any
+    adjoint: Any
+    max_steps: int
+    dt0: Any
+    exact_save: bool
+
+
+def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after, invalid, t0, cfg: _Config):
+    n = model.n_states
+    y0 = jnp.asarray(model.initial(), dtype=float)
+    if y0.shape != (n,):
+        raise ValueError(
+            f"{type(model).__name__}.initial() returned shape {y0.shape}; expected ({n},) "
+            f"for states {model.states}."
+        )
+    F = jnp.asarray(model.bioavailability(), dtype=float)[cidx]
+    lag = jnp.asarray(model.lag(), dtype=float)[cidx]
+    t_ev = time + lag
+    is_inf = duration > 0
+    safe_dur = jnp.where(is_inf, duration, 1.0)
+    eff_dur = jnp.where(is_inf, jnp.where(by_rate > 0, F * safe_dur, safe_dur), 0.0)
+    safe_eff = jnp.where(is_inf, eff_dur, 1.0)
+    rate = jnp.where(is_inf, F * amount / safe_eff, 0.0)
+    bolus_amt = jnp.where(is_inf, 0.0, F * amount)
+    onehot = jax.nn.one_hot(cidx, n, dtype=float)  # (n_events, n)
+
+    t_final = ts[-1]
+    t_start = jnp.clip(t_ev, t0, t_final)
+    t_stop = jnp.clip(t_ev + eff_dur, t0, t_final)
+    # Two copies of t_final: the last segment is degenerate, so a dose at t_final has a
+    # segment to land on (for observations after it).
+    B = jnp.sort(jnp.concatenate([jnp.stack([t0]), t_start, t_stop, jnp.stack([t_final, t_final])]))
+    n_seg = B.shape[0] - 1
+    bolus_seg = jnp.searchsorted(B, t_start, side="left")
+    bolus_due = (t_ev <= t_final) & ~is_inf
+    left_owner = jnp.searchsorted(B, ts, side="left") - 1
+    right_owner = jnp.minimum(jnp.searchsorted(B, ts, side="right") - 1, n_seg - 1)
+    owner = jnp.where(after, right_owner, left_owner)
+
+    term = dfx.ODETerm(lambda t, y, u: jnp.asarray(model.rhs(t, y), dtype=float) + u)
+
+    def segment(carry, k):
+        y, out, status, steps = carry
+        ta, tb = B[k], B[k + 1]
+        dose = jnp.where((bolus_seg == k) & bolus_due, bolus_amt, 0.0) @ onehot
+        y = y + dose
+        mid = 0.5 * (ta + tb)
+        active = (t_start <= mid) & (mid < t_stop) & is_inf
+        u = jnp.where(active, rate, 0.0) @ onehot
+        sol = dfx.diffeqsolve(
+            term, cfg.solver, ta, tb, cfg.dt0, y, u,
+            saveat=dfx.SaveAt(ts=jnp.clip(ts, ta, tb), t1=True),
+            stepsize_controller=(
+                dfx.ClipStepSizeController(cfg.controller, step_ts=ts) if cfg.exact_save else cfg.controller
+            ),
+            adjoint=cfg.adjoint,
+            max_steps=cfg.max_steps,
+            throw=False,
+        )
+        ok = sol.result == dfx.RESULTS.successful
+        code = jnp.where(
+            ok, Status.SUCCESS,
+            jnp.where(sol.result == dfx.RESULTS.max_steps_reached, Status.MAX_STEPS_REACHED, Status.SOLVER_FAILED),
+        )
+        status = jnp.where(status == Status.SUCCESS, code, status)
+        out = jnp.where((owner == k)[:, None], sol.ys[:-1], out)
+        steps = steps + sol.stats["num_steps"] + sol.stats["num_rejected_steps"]
+        return (sol.ys[-1], out, status, steps), None
+
+    out0 = jnp.broadcast_to(y0, (ts.shape[0], n))
+    init = (y0, out0, jnp.where(invalid, Status.INVALID_PARAMETERS, Status.SUCCESS), jnp.asarray(0))
+    (_, ys, status, steps), _ = jax.lax.scan(segment, init, jnp.arange(n_seg))
+    ys = jnp.where(status == Status.SUCCESS, ys, jnp.nan)
+    outs = jax.vmap(model.outputs)(ts, ys)
+    outs = {k: jnp.broadcast_to(jnp.asarray(v, dtype=float), ts.shape) for k, v in outs.items()}
+    return ys, outs, status, steps
+
+
+@eqx.filter_jit
+def _run(model, reg_arrays, cidx, ts, after, invalid, t0, cfg, axes):
+    fn = lambda m, r, c, t, a, i: _solve_one(m, *r, c, t, a, i, t0, cfg)
+    m_ax, r_ax, c_ax, t_ax, a_ax, i_ax = axes
+    if all(ax is None for ax in jax.tree.leaves((r_ax, c_ax, t_ax, a_ax, i_ax))) and not any(
+        ax == 0 for ax in jax.tree.leaves(m_ax)
+    ):
+        return fn(model, reg_arrays, cidx, ts, after, invalid)
+    return jax.vmap(fn, in_axes=(m_ax, r_ax, c_ax, t_ax, a_ax, i_ax))(model, reg_arrays, cidx, ts, after, invalid)
+
+
+def simulate(
+    model: ODEModel,
+    regimen: Regimen | None = None,
+    ts=None,
+    *,
+    t0: float = 0.0,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    max_steps: int = 4096,
+    solver: dfx.AbstractSolver | None = None,
+    adjoint: Any = "reverse",
+    dt0: float | None = None,
+    obs_after_dose: Any = False,
+    exact_save: bool = True,
+) -> Solution:
+    """Simulate `model` under `regimen`, saving at `ts`.
+
+    **Arguments:**
+
+    - `model`: an `ODEModel`. Parameter leaves with a leading axis beyond their declared
+      shape make it a population (all such leaves share that axis); each member is
+      simulated (vmapped, one compile per shape).
+    - `regimen`: a `Regimen` (or `None` for no doses); a batched regimen
+      (`Regimen.stack`) gives one regimen per population member.
+    - `ts`: save times, 1-D and non-decreasing, all `>= t0` (or `(batch, n_ts)`).
+    - `t0`: start of the simulation (default 0; the model is at `initial()` there).
+    - `rtol`, `atol`: step tolerances of the adaptive controller.
+    - `max_steps`: maximum solver steps per dosing interval.
+    - `solver`: any diffrax solver; default `default_solver(rtol, atol)` (stiff Kvaerno5).
+    - `adjoint`: `"reverse"` (default, for `jax.grad`), `"forward"` (for `jax.jacfwd`
+      and `jax.jvp`), or a diffrax adjoint.
+    - `obs_after_dose`: report an observation at a dose time after the dose (bool, or a
+      bool per save time). Default: before it (see the module docstring).
+    - `exact_save`: make the solver step exactly onto every save time (default), so
+      saved values carry the step's full accuracy rather than the interpolant's.
+      `False` interpolates: fewer steps on dense save grids, about 10x larger error.
+
+    **Returns:** a `Solution`. Failed trajectories are flagged in `status`, never raised:
+    call `sol.raise_if_failed()` to turn failure into an exception.
+    """
+    if not isinstance(model, ODEModel):
+        raise TypeError(f"simulate expects a qsp.ODEModel; got {type(model).__name__}.")
+    if ts is None:
+        raise ValueError("simulate needs save times ts=..., e.g. ts=jnp.linspace(0, 24, 49).")
+    if regimen is None:
+        regimen = Regimen.empty()
+    if not isinstance(regimen, Regimen):
+        raise TypeError(f"regimen must be a qsp.Regimen or None; got {type(regimen).__name__}.")
+    ts = jnp.asarray(ts, dtype=float)
+    if ts.ndim not in (1, 2) or ts.shape[-1] == 0:
+        raise ValueError(f"ts must be a non-empty 1-D array of save times; got shape {ts.shape}.")
+    if not isinstance(ts, jax.core.Tracer):
+        t_np = np.asarray(ts)
+        if np.isnan(t_np).any():
+            raise ValueError("ts contains NaN; expected finite, non-decreasing save times.")
+        if (np.diff(t_np, axis=-1) < 0).any():
+            raise ValueError("ts must be sorted (non-decreasing); got unsorted save times.")
+        if (t_np < t0).any():
+            raise ValueError(f"ts must be >= t0={t0:g}; got min(ts)={t_np.min():g}.")
+    if not isinstance(regimen.time, jax.core.Tracer) and regimen.n_events:
+        t_np = np.asarray(regimen.time)
+        if (t_np[np.isfinite(t_np)] < t0).any():
+            raise ValueError(
+                f"dose time {t_np[t_np < t0].min():g} is before the simulation start t0={t0:g}; "
+                "expected dose times >= t0."
+            )
+
+    model = _as_arrays(model)
+    m_axes, sizes = _batch_axes(model)
+    r_batched = regimen.time.ndim == 2
+    t_batched = ts.ndim == 2
+    if r_batched:
+        sizes["regimen"] = regimen.time.shape[0]
+    if t_batched:
+        sizes["ts"] = ts.shape[0]
+    if len(set(sizes.values())) > 1:
+        detail = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+        raise ValueError(
+            f"population axes disagree ({detail}); every batched parameter, the regimen "
+            "and ts must share one leading batch size."
+        )
+    batch = next(iter(sizes.values())) if sizes else None
+
+    after = jnp.broadcast_to(jnp.asarray(obs_after_dose, dtype=bool), ts.shape[-1:])
+    invalid_mask = _check_parameters(model, batched=batch is not None)
+    if batch is not None:
+        invalid = jnp.asarray(invalid_mask if invalid_mask is not None else np.zeros(batch, bool))
+        i_ax = 0
+    else:
+        invalid, i_ax = jnp.asarray(False), None
+
+    cidx = regimen.resolve(type(model))
+    reg_arrays = (regimen.time, regimen.amount, regimen.duration, regimen.by_rate)
+    r_ax = 0 if r_batched else None
+    cfg = _Config(
+        solver=solver if solver is not None else default_solver(rtol, atol),
+        controller=dfx.PIDController(rtol=rtol, atol=atol),
+        adjoint=_adjoint(adjoint),
+        max_steps=int(max_steps),
+        dt0=dt0,
+        exact_save=bool(exact_save),
+    )
+    axes = (m_axes, (r_ax,) * 4, r_ax, 0 if t_batched else None, None, i_ax)
+    ys, outs, status, steps = _run(
+        model, reg_arrays, cidx, ts, after, invalid, jnp.asarray(t0, dtype=float), cfg, axes
+    )
+    return Solution(ts=ts, states=ys, outputs=outs, status=status, num_steps=steps, state_names=tuple(model.states))

@@ -1,0 +1,3 @@
+from qsp.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The `qsp` command.
+
+Each subcommand is a module in this package with `add_parser(subparsers)` (which
+registers its arguments and sets `func`) listed in `COMMANDS`. User errors (bad model
+name, bad parameter, bad dataset) print one line and exit with status 2, never a
+traceback; set QSP_DEBUG=1 to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+#: Subcommand modules, in the order `qsp --help` lists them.
+COMMANDS = ("models",)
+
+
+class UserError(Exception):
+    """An error in what the user asked for: reported in one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qsp",
+        description="Differentiable QSP for oncology dose optimization. "
+        "Run without a command for the main job (see `qsp main --help`).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"qsp.cli.{name}").add_parser(sub)
+    importlib.import_module("qsp.cli.main").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:
+        argv = ["main"]
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, KeyError, TypeError, FileNotFoundError) as err:
+        if os.environ.get("QSP_DEBUG") == "1":
+            raise
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"qsp {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Virtual populations, digital twins and virtual trials (`qsp.vpop`)."""

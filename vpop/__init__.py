@@ -5,3 +5,18 @@
 """
 
 from ._sampling import Population as Population, resample_covariates as resample_covariates, sample as sample
+from ._selection import (
+    SD as SD,
+    InfeasibleTargets as InfeasibleTargets,
+    Mean as Mean,
+    Proportion as Proportion,
+    Quantile as Quantile,
+    Selection as Selection,
+    Weights as Weights,
+    allen_selection as allen_selection,
+    effective_n as effective_n,
+    knn_density as knn_density,
+    ks_normal as ks_normal,
+    maxent_weights as maxent_weights,
+    weighted_ks as weighted_ks,
+)

@@ -20,3 +20,4 @@ from ._selection import (
     maxent_weights as maxent_weights,
     weighted_ks as weighted_ks,
 )
+from ._plausible import PlausibleResult as PlausibleResult, plausibility_score as plausibility_score, plausible_patients as plausible_patients

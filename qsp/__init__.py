@@ -13,7 +13,9 @@ import os as _os
 if _os.environ.get("QSP_FLOAT32", "0") != "1":
     _jax.config.update("jax_enable_x64", True)
 
+from ._algebraic import AlgebraicModel as AlgebraicModel
 from ._dosing import Regimen as Regimen
+from ._fit import FitResult as FitResult, fit as fit
 from ._model import ODEModel as ODEModel
 from ._params import ParamInfo as ParamInfo, param as param, parameter_info as parameter_info
 from ._simulate import default_solver as default_solver, simulate as simulate

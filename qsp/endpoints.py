@@ -23,6 +23,7 @@ post-processing.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -215,5 +216,7 @@ def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, level: float = 0.95, se
         idx = rng.integers(0, n, n)
         reps.append(statistic(*[a[idx] for a in arrays]))
     a = (1 - level) / 2
-    lo, hi = np.nanquantile(np.asarray(reps, dtype=float), [a, 1 - a], axis=0)
+    with warnings.catch_warnings():  # all-NaN replicates (e.g. a median never reached) give NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanquantile(np.asarray(reps, dtype=float), [a, 1 - a], axis=0)
     return est, lo, hi

@@ -22,3 +22,4 @@ from ._selection import (
 )
 from ._plausible import PlausibleResult as PlausibleResult, plausibility_score as plausibility_score, plausible_patients as plausible_patients
 from ._trial import Arm as Arm, Exposure as Exposure, Response as Response, Toxicity as Toxicity, TrialResult as TrialResult, run_trial as run_trial
+from ._twins import Twins as Twins, fit_twins as fit_twins

@@ -11,8 +11,9 @@ from scipy.integrate import solve_ivp
 
 import nonmem_cases as nc
 import pk_closed_form as cf
+from qsp import Regimen
 from qsp.models import pk1cmt
-from qsp.nonmem import NonmemError, read_nonmem, regimens_from_nonmem, simulate_nonmem, write_nonmem
+from qsp.nonmem import NonmemError, _stack, read_nonmem, regimens_from_nonmem, simulate_nonmem, write_nonmem
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
@@ -165,6 +166,23 @@ def test_regimens_expand_addl_rates_and_record_order(pk1_path):
     assert inds[4].obs_after_dose.tolist() == [False, True, False]
     assert inds[3].ts.tolist() == [1.0, 2.0, 3.0, 8.0, 9.0, 10.5, 20.0, 30.0]
     assert not inds[0].obs_after_dose.any()  # implied ADDL doses come after a same-time observation
+
+
+def test_batched_regimen_table_equals_regimen_stack(pk1_path):
+    """simulate_nonmem pads the event table itself (fast for many IDs); it must hold the
+    same events as `Regimen.stack` of the per-ID regimens."""
+    inds = regimens_from_nonmem(pk1_path, pk1cmt)
+    fast, ref = _stack(inds), Regimen.stack([ind.regimen for ind in inds])
+    assert fast.time.shape == ref.time.shape == (5, 4)
+
+    def events(reg, i):
+        t = np.asarray(reg.time[i])
+        cols = [t, reg.amount[i], reg.duration[i], reg.by_rate[i], reg.resolve(pk1cmt)[i]]
+        return sorted(zip(*(np.asarray(c)[np.isfinite(t)].tolist() for c in cols)))
+
+    for i in range(5):
+        assert events(fast, i) == events(ref, i)
+    assert np.isinf(np.asarray(fast.time[4, 2:])).all() and (np.asarray(fast.amount[4, 2:]) == 0).all()
 
 
 # -- simulation ---------------------------------------------------------------------------------

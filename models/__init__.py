@@ -16,6 +16,8 @@ BUILTINS: dict[str, str] = {
     "pk1cmt": "qsp.models.pk:pk1cmt",
     "pk2cmt": "qsp.models.pk:pk2cmt",
     "mapk": "qsp.models.mapk:Kirouac2017",
+    "clonal": "qsp.models.clonal:ClonalModel",
+    "osidaco_pk": "qsp.models.clonal:OsiDacoPK",
 }
 
 

@@ -117,11 +117,12 @@ def compile_dataset(model, measurements, conditions=None, regimens=None) -> Data
                 f"{type(model).__name__}; expected one of {sorted(outputs)}."
             )
     t = pd.to_numeric(m["time"], errors="coerce").to_numpy(float)
-    bad = np.flatnonzero(~np.isfinite(t) | (t < 0))
+    # An algebraic model's "time" is any independent variable (it may be negative).
+    bad = np.flatnonzero(~np.isfinite(t) | ((t < 0) & states_allowed(model)))
     if len(bad):
         raise ValueError(
-            f"measurement row {bad[0]}: time={m['time'].iloc[bad[0]]!r} is invalid; expected a "
-            "finite number >= 0."
+            f"measurement row {bad[0]}: time={m['time'].iloc[bad[0]]} is invalid; expected a "
+            "finite number" + (" >= 0." if states_allowed(model) else ".")
         )
     y = pd.to_numeric(m["measurement"], errors="coerce").to_numpy(float)
 

@@ -236,12 +236,12 @@ def _optax_run(nll, u0, method, max_steps, learning_rate, rtol, atol):
     return u, done, k
 
 
-def latin_hypercube(pb: Problem, n: int, seed: int = 0, start_bounds=None) -> np.ndarray:
+def latin_hypercube(pb: Problem, n: int, seed: int = 0, start_bounds=None, spread: float = 10.0) -> np.ndarray:
     """`n` natural-scale starts: the initial values first, then a Latin hypercube.
 
     Sampling box per parameter: `start_bounds[name]` if given; else the bounds when
-    both are finite (uniform), else a factor of 10 either side of the initial value
-    (log-uniform) for positive parameters, else initial +/- 2 max(|initial|, 1)."""
+    both are finite (uniform), else a factor `spread` either side of the initial value
+    (log-uniform) for positive parameters, else initial +/- spread max(|initial|, 1)."""
     rng = np.random.default_rng(seed)
     p = pb.n_free
     out = np.tile(pb.init, (n, 1))
@@ -259,9 +259,9 @@ def latin_hypercube(pb: Problem, n: int, seed: int = 0, start_bounds=None) -> np
         if np.isfinite(lo) and np.isfinite(hi):
             out[1:, j] = lo + (hi - lo) * (0.005 + 0.99 * cells[:, j])
         elif np.isfinite(lo) and x0 - lo > 0:
-            out[1:, j] = lo + (x0 - lo) * 10.0 ** (2 * cells[:, j] - 1)
+            out[1:, j] = lo + (x0 - lo) * spread ** (2 * cells[:, j] - 1)
         else:
-            w = 2 * max(abs(x0), 1.0)
+            w = spread * max(abs(x0), 1.0)
             out[1:, j] = x0 - w + 2 * w * cells[:, j]
         out[1:, j] = np.clip(out[1:, j], np.nextafter(lo, np.inf), np.nextafter(hi, -np.inf))
     return out
@@ -311,7 +311,7 @@ def covariance(pb: Problem, u, method: str):
 
 def fit(model, measurements, conditions=None, *, free, error="additive", starts=1, regimens=None,
         fixed=None, initial=None, bounds=None, priors=None, optimizer="auto", seed=0,
-        start_bounds=None, rtol=None, atol=None, max_steps=1000, learning_rate=1e-2,
+        start_bounds=None, start_spread=10.0, rtol=None, atol=None, max_steps=1000, learning_rate=1e-2,
         simulate_kwargs=None, preequilibration_time=1e3) -> FitResult:
     """Fit `model` (an `ODEModel` or `AlgebraicModel`) to a PEtab-style dataset.
 
@@ -325,7 +325,9 @@ def fit(model, measurements, conditions=None, *, free, error="additive", starts=
     - `error`: `"additive"`, `"proportional"`, `"combined"` or `"lognormal"`, or a dict
       by observable.
     - `starts`: number of starts (the initial values, then a Latin hypercube within
-      `start_bounds` or the bounds), optimised together in one vmapped call.
+      `start_bounds`, or the bounds, or a factor `start_spread` either side of the
+      initial values; see `latin_hypercube`), optimised together in one vmapped call;
+      `seed` fixes the hypercube.
     - `regimens`: `{conditionId: qsp.Regimen}` doses per condition (ODE models).
     - `fixed`: `{name: value}` for parameters held fixed (e.g. a known error SD).
     - `initial`, `bounds`: initial values and `(lower, upper)` bounds overriding the
@@ -363,7 +365,7 @@ def fit(model, measurements, conditions=None, *, free, error="additive", starts=
     rtol = rtol if rtol is not None else (1e-7 if ode else 1e-10)
     atol = atol if atol is not None else (1e-7 if ode else 1e-10)
 
-    theta0 = latin_hypercube(pb, int(starts), seed, start_bounds)
+    theta0 = latin_hypercube(pb, int(starts), seed, start_bounds, start_spread)
     U0 = jnp.asarray(np.stack([pb.unconstrained(t) for t in theta0]))
     solve_one = _make_solver(pb, method, rtol, atol, int(max_steps), learning_rate)
     U, F, OK, STEPS = jax.jit(jax.vmap(solve_one))(U0)

@@ -210,12 +210,17 @@ class Problem:
 
     def residuals_theta(self, theta, adjoint="forward"):
         """Least-squares residuals whose half sum of squares is the NLL up to a constant
-        (known SDs), or the weighted raw residuals when one additive sigma is profiled."""
+        (known SDs), or the weighted raw residuals when one additive sigma is profiled.
+        Log-normal rows give residuals on the log scale."""
         V = self.values(theta)
         pred = self.predictions(theta, adjoint)
         out = []
         for kind, cens, rows, a, b in self.groups:
-            r = (self.data.y[rows] - pred[rows]) * np.sqrt(self.data.weight[rows])
+            if kind == "lognormal":
+                r = (np.log(self.data.y[rows]) - jnp.log(jnp.maximum(pred[rows], 1e-300)))
+            else:
+                r = self.data.y[rows] - pred[rows]
+            r = r * np.sqrt(self.data.weight[rows])
             if self.profiled_sigma is None:
                 r = r / V[a]
             out.append(r)
@@ -225,6 +230,9 @@ class Problem:
         r = jnp.concatenate(out)
         return jnp.where(jnp.isfinite(r), r, 1e10)
 
+    def n_residual_rows(self) -> int:
+        return sum(len(g[2]) for g in self.groups)
+
     def residuals(self, u, adjoint="forward"):
         return self.residuals_theta(self.natural(u), adjoint)
 
@@ -233,7 +241,7 @@ class Problem:
         for kind, cens, rows, a, b in self.groups:
             if cens:
                 return "censored (M3) rows make the likelihood not a sum of squares"
-            if kind != "additive":
+            if kind not in ("additive", "lognormal"):
                 return f"the {kind} error model's SD depends on the prediction"
         err_free = [i for i, n in enumerate(self.free) if self.is_error[i]]
         if self.profiled_sigma is None and err_free:

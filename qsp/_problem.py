@@ -197,7 +197,8 @@ def build_problem(model, data: Dataset, free, error="additive", *, fixed=None, i
 
     err_free = [i for i, p in enumerate(free_all) if is_err[p]]
     profiled = None
-    if len(err_free) == 1 and not prior_list and all(k == "additive" and not c for k, c, *_ in groups) \
+    if len(err_free) == 1 and not prior_list and len({k for k, *_ in groups}) == 1 \
+            and all(k in ("additive", "lognormal") and not c for k, c, *_ in groups) \
             and all(np.all(a == err_free[0]) for _, _, _, a, _ in groups):
         profiled = err_free[0]
 

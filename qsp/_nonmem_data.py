@@ -157,11 +157,17 @@ def read_nonmem(data) -> pd.DataFrame:
         v = values[c]
         if (i := _first(~np.isfinite(v) | (v != np.round(v)))) is not None:
             _fail(where, i, c, v[i], "is not an integer; expected an integer")
+    if is_dose.any() and "AMT" not in names:
+        i = _first(is_dose)
+        raise NonmemError(f"{where(i)}: EVID=1 is a dose record but the dataset has no AMT column; expected AMT.")
     checks = [
-        ("AMT", amt < 0, "is negative; expected an amount >= 0"),
-        ("AMT", ~np.isfinite(amt), "is not finite; expected an amount >= 0"),
         ("EVID", np.isin(evid, (3, 4)), "(reset) is not supported; expected 0 (observation), 1 (dose) or 2 (other)"),
         ("EVID", ~np.isin(evid, (0, 1, 2, 3, 4)), "is not a known EVID; expected 0 (observation), 1 (dose) or 2 (other)"),
+        ("AMT", amt < 0, "is negative; expected an amount >= 0"),
+        ("AMT", ~np.isfinite(amt), "is not finite; expected an amount >= 0"),
+        ("AMT", is_dose & (amt == 0), "on a dose record (EVID=1); expected an amount > 0"),
+        ("AMT", ~is_dose & (amt != 0), "on a non-dose record (EVID 0 or 2); expected 0 or '.' (only EVID=1 doses)"),
+        ("RATE", ~is_dose & (rate != 0), "on a non-dose record (EVID 0 or 2); expected 0 or '.' (only EVID=1 doses)"),
         ("SS", ss != 0, "(steady-state dosing) is not supported; expected 0 (give the doses explicitly or with ADDL/II)"),
         ("RATE", np.isin(rate, (-1, -2)), "(rate or duration modelled in $PK) is not supported; expected a rate > 0 or 0 for a bolus"),
         ("RATE", (rate < 0) | ~np.isfinite(rate), "is invalid; expected an infusion rate > 0, or 0 for a bolus"),
@@ -175,9 +181,6 @@ def read_nonmem(data) -> pd.DataFrame:
     for c, bad, expected in checks:
         if (i := _first(bad)) is not None:
             _fail(where, i, c, values[c][i], expected)
-    if is_dose.any() and "AMT" not in names:
-        i = _first(is_dose)
-        raise NonmemError(f"{where(i)}: EVID=1 is a dose record but the dataset has no AMT column; expected AMT.")
 
     # Each ID contiguous, TIME non-decreasing within it.
     new = np.r_[True, ids[1:] != ids[:-1]]

@@ -6,8 +6,8 @@ A dataset is one record per row with the NONMEM/PREDPP data items
 |---|---|---|
 | `ID` | individual (numeric; each ID's records contiguous) | required |
 | `TIME` | time of the record, >= 0, non-decreasing within an ID | required |
-| `AMT` | dose amount, >= 0 | 0 |
-| `RATE` | infusion rate (> 0); 0 is a bolus | 0 |
+| `AMT` | dose amount: > 0 on dose records, 0 on others | 0 |
+| `RATE` | infusion rate (> 0); 0 is a bolus (0 on non-dose records) | 0 |
 | `CMT` | compartment, 1-based (`model.states[CMT - 1]`) | 1 on dose records, else 0 |
 | `EVID` | 0 observation, 1 dose, 2 other | 1 if AMT > 0, else 2 if MDV = 1, else 0 |
 | `II`, `ADDL` | interdose interval, number of additional doses | 0 |
@@ -32,7 +32,8 @@ also falls sees both doses.
 **Covariates as parameters.** In `simulate_nonmem`, a covariate column whose name is
 exactly a parameter of the model (e.g. `CL`) sets that parameter per ID. It must be
 constant within an ID (`.`/empty entries are ignored); an ID without a value keeps the
-model's value.
+model's value. A column whose name differs from a parameter's only in case is an error
+(rather than silently not applied).
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ from ._dosing import Regimen
 from ._model import ODEModel
 from ._nonmem_data import COLUMNS, NonmemError, _fail, _first, _fmt, _numeric, _Rows, read_nonmem, write_nonmem
 
-__all__ = ["NonmemError", "Individual", "read_nonmem", "write_nonmem", "regimens_from_nonmem", "simulate_nonmem"]
+__all__ = [
+    "NonmemError", "Individual", "read_nonmem", "write_nonmem", "regimens_from_nonmem", "stack_regimens",
+    "simulate_nonmem",
+]
 
 
 # -- regimens and observation times per ID --------------------------------------------------
@@ -134,10 +138,12 @@ def _individuals(df: pd.DataFrame, model_cls) -> list[Individual]:
     return out
 
 
-def _stack(inds: list[Individual]) -> Regimen:
-    """`Regimen.stack([ind.regimen for ind in inds])`, built directly from the event
-    arrays: the same padded table (events at t = inf with amount 0), without building
-    one Regimen per ID (milliseconds each, which dominates for thousands of IDs)."""
+def stack_regimens(inds: list[Individual]) -> Regimen:
+    """The batched regimen of `inds` (from `regimens_from_nonmem`), one row per ID:
+    the same events as `Regimen.stack([ind.regimen for ind in inds])`, padded the same
+    way (events at t = inf with amount 0), built directly from the event arrays. Use it
+    for many IDs: building one `Regimen` per ID costs milliseconds each (measured 200 s
+    for 5,000 IDs through `Regimen.stack`, 0.3 s for 10,000 here)."""
     n, width = len(inds), max([len(ind.events["time"]) for ind in inds] + [0])
     targets = tuple(int(x) for x in np.unique(np.concatenate([ind.events["cmt"] for ind in inds] + [np.zeros(0, int)])))
     time, amount, duration, by_rate = np.full((n, width), np.inf), np.zeros((n, width)), np.zeros((n, width)), np.zeros((n, width))
@@ -164,8 +170,16 @@ def _with_covariates(model: ODEModel, df: pd.DataFrame) -> ODEModel:
     bounds = _id_bounds(ids)
     where = _Rows(len(df), df.attrs.get("nonmem_lines"), ids.astype(float))
     overrides = {}
+    lower = {k.lower(): k for k in params}
     for name in df.columns:
-        if name in COLUMNS or name not in params:
+        if name in COLUMNS:
+            continue
+        if name not in params:
+            if str(name).lower() in lower:  # a near-miss would otherwise be silently ignored
+                raise NonmemError(
+                    f"column {name!r} differs only in case from parameter {lower[str(name).lower()]!r} of "
+                    f"{type(model).__name__}; expected the exact name to set it per ID, or another name."
+                )
             continue
         values = _numeric(df[name], name, where)
         base = np.asarray(params[name], dtype=float)
@@ -245,7 +259,7 @@ def simulate_nonmem(model: ODEModel, data, **simulate_kwargs) -> pd.DataFrame:
             ts[k, len(row):] = row[-1]
         slots.append(2 * np.arange(len(ind.ts)) + ind.obs_after_dose if doubled else np.arange(len(ind.ts)))
     pattern = np.tile([False, True], width // 2) if doubled else False
-    regimen = _stack(inds)
+    regimen = stack_regimens(inds)
     sol = simulate(model, regimen, jnp.asarray(ts), obs_after_dose=pattern, **simulate_kwargs)
 
     who = np.repeat(np.arange(len(inds)), [len(s) for s in slots])

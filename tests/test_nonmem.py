@@ -13,7 +13,9 @@ import nonmem_cases as nc
 import pk_closed_form as cf
 from qsp import Regimen
 from qsp.models import pk1cmt
-from qsp.nonmem import NonmemError, _stack, read_nonmem, regimens_from_nonmem, simulate_nonmem, write_nonmem
+from qsp.nonmem import (
+    NonmemError, read_nonmem, regimens_from_nonmem, simulate_nonmem, stack_regimens, write_nonmem,
+)
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
@@ -108,6 +110,8 @@ BAD = [
     (BASE.replace("1,0,100,", "1,0,abc,"), r"row 1 \(line 2, ID 1\), column AMT: value 'abc' is not a number"),
     (BASE.replace("1,0,100,", "1,-1,100,"), r"row 1 \(line 2, ID 1\), column TIME: value -1 is invalid; expected a finite time >= 0"),
     (BASE.replace("1,0,100,", "1,0,-5,"), r"row 1 \(line 2, ID 1\), column AMT: value -5 is negative; expected an amount >= 0"),
+    (BASE.replace("1,0,100,", "1,0,0,"), r"row 1 \(line 2, ID 1\), column AMT: value 0 on a dose record \(EVID=1\); expected an amount > 0"),
+    (BASE.replace("1,2,.,", "1,2,5,"), r"row 2 \(line 3, ID 1\), column AMT: value 5 on a non-dose record"),
     (BASE + "1,1,.,.,2,0,.,.,0,5,0\n", r"row 3 \(line 4, ID 1\), column TIME: value 1 is before the previous record's TIME 2"),
     (BASE + "2,0,.,.,2,0,.,.,0,5,0\n1,5,.,.,2,0,.,.,0,5,0\n", r"row 4 \(line 5, ID 1\), column ID: ID 1 reappears"),
     (BASE.replace("TIME", "T"), r"column TIME is missing; a NONMEM dataset needs columns ID, TIME"),
@@ -172,7 +176,7 @@ def test_batched_regimen_table_equals_regimen_stack(pk1_path):
     """simulate_nonmem pads the event table itself (fast for many IDs); it must hold the
     same events as `Regimen.stack` of the per-ID regimens."""
     inds = regimens_from_nonmem(pk1_path, pk1cmt)
-    fast, ref = _stack(inds), Regimen.stack([ind.regimen for ind in inds])
+    fast, ref = stack_regimens(inds), Regimen.stack([ind.regimen for ind in inds])
     assert fast.time.shape == ref.time.shape == (5, 4)
 
     def events(reg, i):
@@ -227,6 +231,12 @@ def test_time_varying_parameter_column_is_rejected(pk1_path):
     df.loc[2, "CL"] = 2.0  # ID 1 had CL 1.5 on its first record
     with pytest.raises(NonmemError, match=r"row 3 \(line 5, ID 1\), column CL: value 2 differs from this "
                        r"ID's earlier CL=1.5; expected one value per ID"):
+        simulate_nonmem(pk1cmt(), df)
+
+
+def test_parameter_column_names_must_match_exactly(pk1_path):
+    df = read_nonmem(pk1_path).rename(columns={"CL": "cl"})
+    with pytest.raises(NonmemError, match="column 'cl' differs only in case from parameter 'CL' of pk1cmt"):
         simulate_nonmem(pk1cmt(), df)
 
 

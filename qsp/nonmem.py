@@ -25,9 +25,10 @@ RATE = -1/-2 (modelled rate/duration), negative CMT, date columns (DATE, DAT1-3)
 **Record order.** An observation record placed after a dose record at the same TIME
 reports the state after that dose; placed before it, the state before (NONMEM's
 PREDPP processes records in file order). Additional doses implied by ADDL/II are given
-after an observation at the same time (the observation is a trough), as in PREDPP;
-an observation placed after an explicit dose record at a time where an implied dose
-also falls sees both doses.
+after an observation at the same time (the observation is a trough): the default
+(`addl_ties = "obs_first"`) of Metrum's `lastdose` R package, which expands ADDL for
+NONMEM datasets; we have not checked it against NONMEM itself. An observation placed
+after an explicit dose record at a time where an implied dose also falls sees both.
 
 **Covariates as parameters.** In `simulate_nonmem`, a covariate column whose name is
 exactly a parameter of the model (e.g. `CL`) sets that parameter per ID. It must be

@@ -49,6 +49,7 @@ import pandas as pd
 from ._dosing import Regimen
 from ._model import ODEModel
 from ._nonmem_data import COLUMNS, NonmemError, _fail, _first, _fmt, _numeric, _Rows, read_nonmem, write_nonmem
+from ._params import parameter_info
 
 __all__ = [
     "NonmemError", "Individual", "read_nonmem", "write_nonmem", "regimens_from_nonmem", "stack_regimens",
@@ -166,7 +167,7 @@ def stack_regimens(inds: list[Individual]) -> Regimen:
 
 def _with_covariates(model: ODEModel, df: pd.DataFrame) -> ODEModel:
     """`model` with the parameters named by covariate columns set per ID."""
-    params = model.parameters()
+    params, info = model.parameters(), parameter_info(model)
     ids = df["ID"].to_numpy()
     bounds = _id_bounds(ids)
     where = _Rows(len(df), df.attrs.get("nonmem_lines"), ids.astype(float))
@@ -184,13 +185,13 @@ def _with_covariates(model: ODEModel, df: pd.DataFrame) -> ODEModel:
             continue
         values = _numeric(df[name], name, where)
         base = np.asarray(params[name], dtype=float)
-        try:
-            per_id = np.array(np.broadcast_to(base, (len(bounds),)), dtype=float)
-        except ValueError:
+        if info[name].shape != () or base.shape not in ((), (len(bounds),)):
             raise NonmemError(
                 f"column {name} sets parameter {name}, whose value in {type(model).__name__} has shape "
-                f"{base.shape}; expected a scalar or one value per ID ({len(bounds)} IDs)."
-            ) from None
+                f"{base.shape} (per patient {info[name].shape}); expected a scalar parameter, given as a "
+                f"scalar or one value per ID ({len(bounds)} IDs)."
+            )
+        per_id = np.array(np.broadcast_to(base, (len(bounds),)), dtype=float)
         for k, (a, b) in enumerate(bounds):
             v = values[a:b]
             given = np.flatnonzero(~np.isnan(v))

@@ -55,6 +55,11 @@ def parse_params(items, model_cls) -> dict[str, float]:
                 f"--param {item!r}: {model_cls.__name__} has no parameter {name!r}; "
                 f"parameters: {', '.join(known)}."
             )
+        if known[name].shape != ():
+            raise UserError(
+                f"--param {item!r}: {name} has shape {known[name].shape} per patient; --param sets scalar "
+                "parameters only."
+            )
         try:
             value = float(text)
         except ValueError:

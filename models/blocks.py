@@ -23,6 +23,7 @@ everywhere, including at zero concentration.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 
@@ -43,13 +44,17 @@ def distribution(q, v1, a1, v2, a2):
 
 def hill_fraction(c, c50, n):
     r"""Occupied fraction $C^n / (C_{50}^n + C^n)$, in [0, 1], with finite gradients
-    at $C = 0$ for any $n > 0$. Negative concentrations (solver round-off) count as 0."""
+    at $C = 0$ for any $n > 0$. Negative concentrations (solver round-off) count as 0,
+    and so do concentrations below 1e-200 (their fraction is below 1e-20 for any
+    n >= 0.1), so the forward-mode tangent 1/C never overflows to inf * 0 = NaN."""
     c = jnp.asarray(c)
-    pos = c > 0
+    pos = c > 1e-200
     safe_c = jnp.where(pos, c, 1.0)
-    # (c50/c)^n computed in log space: no 0**n, no overflow for tiny c.
+    # (c50/c)^n computed in log space: no 0**n, no overflow for tiny c; the logistic
+    # form keeps value and tangent finite for any log ratio (a clip gave NaN tangents
+    # in forward mode once the ratio passed the clip, e.g. C = 1e-131).
     log_ratio = n * (jnp.log(c50) - jnp.log(safe_c))
-    frac = 1.0 / (1.0 + jnp.exp(jnp.clip(log_ratio, -700.0, 700.0)))
+    frac = jax.nn.sigmoid(-log_ratio)
     return jnp.where(pos, frac, 0.0)
 
 

@@ -63,7 +63,7 @@ def omega(cross_drug: bool = True) -> np.ndarray:
     """The IIV covariance matrix (10 x 10, `PK_NAMES` order); `cross_drug=False` drops
     the osimertinib-dacomitinib covariances (the authors' "Corr0" scenario)."""
     om = np.diag(np.asarray(OMEGA_DIAG, dtype=float))
-    entries = dict(OMEGA_WITHIN, **(OMEGA_CROSS if cross_drug else {}))
+    entries = {**OMEGA_WITHIN, **(OMEGA_CROSS if cross_drug else {})}
     for (a, b), c in entries.items():
         i, j = PK_NAMES.index(a), PK_NAMES.index(b)
         om[i, j] = om[j, i] = c

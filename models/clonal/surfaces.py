@@ -67,6 +67,12 @@ DESIGNS = {
 DEFAULT_DEATH = {"sensitive": 0.1, "T790M": 0.1, "NRAS": 0.01, "C797S": 0.1}
 
 
+def _field(shape):
+    """An array field with its per-patient shape declared (so `qsp.simulate` reads a
+    leading axis beyond it, and only that, as a population axis)."""
+    return eqx.field(converter=jnp.asarray, metadata={"qsp": {"shape": shape}})
+
+
 def _pow(x, p):
     """x**p for x >= 0 with a finite gradient at 0 (fractional powers)."""
     pos = x > 0
@@ -115,10 +121,10 @@ class BoundedLogistic(AbstractSurface):
     per clone in the order of `DESIGNS`, `ymin`, `ymax` (bounds of net growth, 1/h),
     `death` (1/h); `nras_osi` (static) keeps the NRAS osimertinib term."""
 
-    beta: jax.Array = eqx.field(converter=jnp.asarray)
-    ymin: jax.Array = eqx.field(converter=jnp.asarray)
-    ymax: jax.Array = eqx.field(converter=jnp.asarray)
-    death: jax.Array = eqx.field(converter=jnp.asarray)
+    beta: jax.Array = _field((4, 4))
+    ymin: jax.Array = _field((4,))
+    ymax: jax.Array = _field((4,))
+    death: jax.Array = _field((4,))
     nras_osi: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
@@ -162,14 +168,14 @@ class HillBliss(AbstractSurface):
     """Monotone surface of ours: Hill inhibition of division per drug, Bliss
     independence (see the module docstring). All fields have shape `(4,)`."""
 
-    b0: jax.Array = eqx.field(converter=jnp.asarray)
-    death: jax.Array = eqx.field(converter=jnp.asarray)
-    ic50_daco: jax.Array = eqx.field(converter=jnp.asarray)
-    n_daco: jax.Array = eqx.field(converter=jnp.asarray)
-    imax_daco: jax.Array = eqx.field(converter=jnp.asarray)
-    ic50_osi: jax.Array = eqx.field(converter=jnp.asarray)
-    n_osi: jax.Array = eqx.field(converter=jnp.asarray)
-    imax_osi: jax.Array = eqx.field(converter=jnp.asarray)
+    b0: jax.Array = _field((4,))
+    death: jax.Array = _field((4,))
+    ic50_daco: jax.Array = _field((4,))
+    n_daco: jax.Array = _field((4,))
+    imax_daco: jax.Array = _field((4,))
+    ic50_osi: jax.Array = _field((4,))
+    n_osi: jax.Array = _field((4,))
+    imax_osi: jax.Array = _field((4,))
 
     def birth(self, daco, osi):
         d = jnp.asarray(daco, dtype=float)[..., None]

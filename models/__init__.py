@@ -18,6 +18,7 @@ BUILTINS: dict[str, str] = {
     "mapk": "qsp.models.mapk:Kirouac2017",
     "clonal": "qsp.models.clonal:ClonalModel",
     "osidaco_pk": "qsp.models.clonal:OsiDacoPK",
+    "tce_crs": "qsp.models.tce:TCECRS",
 }
 
 

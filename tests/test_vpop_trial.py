@@ -131,3 +131,60 @@ def test_bad_input(tmp_path):
         run_trial(POP, ARMS, TS, out=str(tmp_path), **{**KW, "chunk_size": 0})
     with pytest.raises(ValueError, match="population has no batched parameter"):
         run_trial(Tumour(), ARMS, TS, out=str(tmp_path), **KW)
+
+
+# -- slow: real process kill, and multi-device dispatch ------------------------------------------
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_identically(tmp_path):
+    """benchmarks/vpop_trial_resume.py SIGKILLs a trial (pk1cmt, 6000 patients, 12 chunks)
+    once half its chunks are on disk, restarts it, and compares bitwise with an
+    uninterrupted run (the 100,000-patient version is the benchmark's default)."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "vpop_trial_resume.py"), "--n", "6000",
+                        "--chunk", "500", "--out", str(tmp_path), "--no-record"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["identical"] and res["n_rows"] == 6000
+    assert 6 <= res["killed_with_chunks_on_disk"] < 12
+    assert res["chunks_computed_after_restart"] == 12 - res["killed_with_chunks_on_disk"]
+
+
+SHARD_SCRIPT = """
+import jax, numpy as np, pandas as pd, qsp
+from qsp.models import pk1cmt
+from qsp.vpop import Arm, Exposure, Population, run_trial
+assert len(jax.devices()) == 2, jax.devices()
+pop = Population(pk1cmt(), [0.09, 0.04], ("CL", "V")).sample(jax.random.key(1), 100)
+arm = Arm("a", qsp.Regimen.bolus(100.0, 0.0, "DEPOT", ii=12.0, addl=3))
+kw = dict(endpoints=[Exposure("CP", trough_at=36.0)], chunk_size=32, save_outputs=("CP",), progress=False)
+ts = np.array([0.0, 1.0, 4.0, 12.0, 24.0, 36.0, 48.0])
+one = run_trial(pop, [arm], ts, out="{out}/one", **kw)
+two = run_trial(pop, [arm], ts, out="{out}/two", devices=jax.devices(), **kw)
+pd.testing.assert_frame_equal(one.patients, two.patients, check_exact=True)
+assert np.array_equal(one.to_xarray()["CP"].values, two.to_xarray()["CP"].values)
+print("IDENTICAL", len(one.patients))
+"""
+
+
+@pytest.mark.slow
+def test_two_device_run_equals_single_device(tmp_path):
+    """With two XLA host devices, splitting every chunk over both gives bitwise the
+    same table and trajectories as one device (run in a subprocess: the device count
+    is fixed when JAX starts)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    r = subprocess.run([sys.executable, "-c", SHARD_SCRIPT.format(out=tmp_path)], capture_output=True, text=True,
+                       timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "IDENTICAL 100" in r.stdout

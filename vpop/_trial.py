@@ -135,6 +135,46 @@ def _simulate_chunk(model, regimen, ts, names, sim_kw):
     return sol.status, {k: sol.outputs[k] for k in names}
 
 
+def _launch(population, batched, arm, scale, k, chunk_size, n, ts, needed, sim_kw, device):
+    """Slice chunk k (padded with the last patient to chunk_size) and dispatch its
+    simulation (asynchronously) on `device` (None: the default device)."""
+    start = k * chunk_size
+    idx = np.minimum(np.arange(start, start + chunk_size), n - 1)
+    real = np.arange(start, min(start + chunk_size, n))
+    model = population.replace(**{f: getattr(population, f)[idx] for f in batched})
+    reg = arm.regimen
+    if reg.time.ndim == 2:
+        reg = jax.tree.map(lambda a: a[idx], reg)
+    if scale is not None:
+        b = lambda a: jnp.broadcast_to(a, (chunk_size,) + a.shape[-1:])
+        amount = b(reg.amount) * jnp.asarray(scale[idx])[:, None]
+        reg = Regimen(b(reg.time), amount, b(reg.duration), b(reg.by_rate), b(reg.target), reg.targets)
+    if device is None:
+        return model, real, _simulate_chunk(model, reg, ts, needed, sim_kw)
+    # default_device rather than device_put: committed inputs compile to a different
+    # executable whose results differ in the last bits (measured), uncommitted ones do not.
+    with jax.default_device(device):
+        return model, real, _simulate_chunk(model, reg, ts, needed, sim_kw)
+
+
+def _finish(model, real, status, outs, ts, endpoints, save_outputs):
+    """Per-patient columns of one chunk (padding dropped, invalid parameters flagged)."""
+    # Parameters are traced inside the compiled chunk, so check them here (as
+    # qsp.simulate does for a concrete population): flagged, never fatal.
+    invalid = _check_parameters(model, batched=True)
+    status = np.asarray(status)[: len(real)]
+    outs = {kk: np.asarray(v)[: len(real)] for kk, v in outs.items()}
+    if invalid is not None and invalid[: len(real)].any():
+        bad = invalid[: len(real)]
+        status = np.where(bad, Status.INVALID_PARAMETERS, status)
+        outs = {kk: np.where(bad[:, None], np.nan, v) for kk, v in outs.items()}
+    cols = {"patient": real, "status": status}
+    for e in endpoints:
+        cols.update({c: np.asarray(v) for c, v in e.compute(np.asarray(ts), outs).items()})
+    cols.update({f"traj_{o}": outs[o] for o in save_outputs})
+    return cols
+
+
 def _hash(*parts) -> str:
     h = hashlib.sha256()
     for p in parts:
@@ -229,7 +269,8 @@ def _progress(arm, done, total, rate, eta):
 
 def run_trial(population: ODEModel, arms: Sequence[Arm], ts, *, endpoints: Sequence, out: str,
               chunk_size: int = 1024, covariates: Mapping | None = None, save_outputs: Sequence[str] = (),
-              progress: bool = True, max_chunks: int | None = None, **simulate_kwargs) -> TrialResult:
+              progress: bool = True, max_chunks: int | None = None, devices=None,
+              **simulate_kwargs) -> TrialResult:
     """Run a virtual trial: every arm on every patient of `population`.
 
     **Arguments:**
@@ -245,6 +286,12 @@ def run_trial(population: ODEModel, arms: Sequence[Arm], ts, *, endpoints: Seque
     - `covariates`: dict of `(n,)` arrays for `Arm.dose_scale` functions.
     - `save_outputs`: outputs whose full trajectories are kept (`to_xarray()`).
     - `max_chunks`: compute at most this many new chunks, then return (`complete=False`).
+    - `devices`: a list of JAX devices (e.g. `jax.devices()`) over which the patient
+      axis is sharded at chunk granularity: each device simulates whole chunks, one
+      at a time, dispatched asynchronously so the devices work together. Every call has
+      the shape `chunk_size` whatever the device count, so results are bitwise the same
+      and a run may resume on another device count. (`shard_map` and a GSPMD-sharded
+      `jit` of diffrax failed on CPU: `shared/references/performance-baseline.md` §7.)
     - `simulate_kwargs`: passed to `qsp.simulate`.
     """
     import pandas as pd
@@ -260,6 +307,10 @@ def run_trial(population: ODEModel, arms: Sequence[Arm], ts, *, endpoints: Seque
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"run_trial: chunk_size={chunk_size!r} must be a positive integer.")
     batched, n = _batched_fields(population)
+    if devices is not None:
+        devices = list(devices)
+        if not devices:
+            raise ValueError("run_trial: devices=[] is empty; pass None or a list of jax devices.")
     ts = jnp.asarray(ts, dtype=float)
     endpoints = list(endpoints)
     needed = tuple(dict.fromkeys([o for e in endpoints for o in e.outputs()] + list(save_outputs)))
@@ -308,55 +359,35 @@ def run_trial(population: ODEModel, arms: Sequence[Arm], ts, *, endpoints: Seque
             json.dump(manifest, f, indent=1)
         os.replace(tmp, man_path)
 
-    new_chunks, chunk_bytes, done_patients = 0, 0, 0
+    new_chunks, chunk_bytes = 0, 0
     stopped = False
+    devs = [None] if devices is None else devices
     for ai, (arm, scale) in enumerate(zip(arms, scales)):
         adir = _arm_dir(out, ai, arm.name)
         os.makedirs(adir, exist_ok=True)
         t_arm, arm_new = time.perf_counter(), 0
-        for k in range(n_chunks):
-            path = os.path.join(adir, f"chunk_{k:06d}.npz")
-            if os.path.exists(path):
-                continue
-            if max_chunks is not None and new_chunks >= max_chunks:
-                stopped = True
-                break
-            start = k * chunk_size
-            idx = np.minimum(np.arange(start, start + chunk_size), n - 1)  # pad with the last patient
-            real = np.arange(start, min(start + chunk_size, n))
-            model = population.replace(**{f: getattr(population, f)[idx] for f in batched})
-            reg = arm.regimen
-            if reg.time.ndim == 2:
-                reg = jax.tree.map(lambda a: a[idx], reg)
-            if scale is not None:
-                b = lambda a: jnp.broadcast_to(a, (chunk_size,) + a.shape[-1:])
-                amount = b(reg.amount) * jnp.asarray(scale[idx])[:, None]
-                reg = Regimen(b(reg.time), amount, b(reg.duration), b(reg.by_rate), b(reg.target), reg.targets)
-            status, outs = _simulate_chunk(model, reg, ts, needed, sim_kw)
-            # Parameters are traced inside the compiled chunk, so check them here (as
-            # qsp.simulate does for a concrete population): flagged, never fatal.
-            invalid = _check_parameters(model, batched=True)
-            status = np.asarray(status)[: len(real)]
-            outs = {kk: np.asarray(v)[: len(real)] for kk, v in outs.items()}
-            if invalid is not None and invalid[: len(real)].any():
-                bad = invalid[: len(real)]
-                status = np.where(bad, Status.INVALID_PARAMETERS, status)
-                outs = {kk: np.where(bad[:, None], np.nan, v) for kk, v in outs.items()}
-            cols = {"patient": real, "status": status}
-            for e in endpoints:
-                cols.update({c: np.asarray(v) for c, v in e.compute(np.asarray(ts), outs).items()})
-            cols.update({f"traj_{o}": outs[o] for o in save_outputs})
-            chunk_bytes = max(chunk_bytes, sum(v.nbytes for v in cols.values()))
-            tmp = os.path.join(adir, f".tmp_chunk_{k:06d}.npz")
-            np.savez(tmp, **cols)
-            os.replace(tmp, path)
-            new_chunks += 1
-            arm_new += 1
-            done_patients += len(real)
+        pending = [k for k in range(n_chunks) if not os.path.exists(os.path.join(adir, f"chunk_{k:06d}.npz"))]
+        if max_chunks is not None and len(pending) > max_chunks - new_chunks:
+            pending, stopped = pending[: max(max_chunks - new_chunks, 0)], True
+        # One chunk per device at a time: every call has the same shape (chunk_size), so a
+        # patient's result does not depend on the number of devices.
+        for g in range(0, len(pending), len(devs)):
+            group = pending[g:g + len(devs)]
+            launched = [(k, *_launch(population, batched, arm, scale, k, chunk_size, n, ts, needed, sim_kw, dev))
+                        for k, dev in zip(group, devs)]
+            for k, model, real, (status, outs) in launched:
+                cols = _finish(model, real, status, outs, ts, endpoints, save_outputs)
+                chunk_bytes = max(chunk_bytes, sum(v.nbytes for v in cols.values()))
+                tmp = os.path.join(adir, f".tmp_chunk_{k:06d}.npz")
+                np.savez(tmp, **cols)
+                os.replace(tmp, os.path.join(adir, f"chunk_{k:06d}.npz"))
+                new_chunks += 1
+                arm_new += 1
             if progress:
                 el = time.perf_counter() - t_arm
                 rate = arm_new * chunk_size / max(el, 1e-9)
-                _progress(arm.name, k + 1, n_chunks, rate, (n_chunks - k - 1) * chunk_size / max(rate, 1e-9))
+                left = len(pending) - g - len(group)
+                _progress(arm.name, n_chunks - left, n_chunks, rate, left * chunk_size / max(rate, 1e-9))
         if progress:
             sys.stderr.write("\n")
         if stopped:

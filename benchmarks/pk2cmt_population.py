@@ -353,13 +353,15 @@ def to_markdown(res: dict) -> str:
         mem = f"{r['peak_rss_mib']:.0f} (+{r['rss_increase_mib']:.0f})" if r.get("peak_rss_mib") is not None else ""
         cpu = (f"{statistics.median(c / t for c, t in zip(r['cpu_s'], r['times_s'])):.2f}"
                if r["times_s"] and not r.get("reused_from_n") else "")
-        lines.append(f"| {r['method']} | {r['n']:,} | {_fmt_wall(r)} | {r['repeats']} | {comp} | {steps} | "
+        reps = f"{r['repeats']}" + (f" (N={r['reused_from_n']} run)" if r.get("reused_from_n") else "")
+        lines.append(f"| {r['method']} | {r['n']:,} | {_fmt_wall(r)} | {reps} | {comp} | {steps} | "
                      f"{nfev} | {r.get('failures', '')} | {mem} | {cpu} |")
     lines += ["", "Steps: qsp = `Solution.num_steps`; diffrax = `stats['num_steps']` summed over dosing "
               "intervals (accepted + rejected; under vmap every patient in a batch waits for the slowest). "
               "scipy reports RHS evaluations instead. Memory: peak resident set of the process during the "
               "first timed repeat (high-water mark reset before it), and its increase over the start.",
-              "", "Methods: " + "; ".join(f"`{k}`: {v}" for k, v in res["methods"].items()) + "."]
+              "", "Methods: " + "; ".join(f"`{k}`: {v}" for k, v in res["methods"].items()) + ".",
+              "", "How it is measured: `benchmarks/README.md`; analysis and findings: `benchmarks/NOTES.md`."]
     return "\n".join(lines) + "\n"
 
 

@@ -143,12 +143,26 @@ def test_time_to_progression_hand_computed():
     np.testing.assert_allclose(time, [14.0, 14.0])
 
 
-def test_trial_pipeline_runs_schedules_on_one_population():
-    # Smoke + consistency: 4 patients, 2 weeks, two schedules. The reference schedule
-    # has RI = 0 against itself; counts stay non-negative and finite.
-    p = trial.sample_patients(jax.random.key(3), 4)
-    ts, counts = trial.simulate_schedules(p, (trial.REFERENCE, "daco15QD+osi40QD"), weeks=2.0)
-    assert counts.shape == (2, 4, 15, 4) and np.all(np.isfinite(counts)) and np.all(counts >= 0)
-    np.testing.assert_allclose(counts[:, :, 0], np.broadcast_to(p.n_init, (2, 4, 4)))
-    tot = counts.sum(axis=-1)
-    assert np.all(trial.relative_improvement(tot[0, :, -1], tot[0, :, -1]) == 0)
+def test_trial_job_writes_summary_and_waterfall(tmp_path):
+    # `qsp trial clonal` (models/clonal/cli.py) on 3 patients, 1 week, 2 schedules: the
+    # reference has RI = 0 against itself, each patient's start is its sampled tumour.
+    import argparse
+
+    from qsp.cli import UserError
+    from qsp.models.clonal import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["clonal", "--n", "3", "--weeks", "1", "--schedules", "daco15QD+osi40QD",
+                              "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    patients = pd.read_csv(tmp_path / "patients.csv")
+    assert list(summary["schedule"]) == ["daco15QD+osi40QD", trial.REFERENCE]
+    ref = patients[patients["schedule"] == trial.REFERENCE]
+    assert np.all(ref["RI"] == 0) and (tmp_path / "waterfall.png").stat().st_size > 0
+    p = trial.sample_patients(jax.random.key(0), 3)
+    np.testing.assert_allclose(ref["total_start"], p.n_init.sum(axis=1), rtol=1e-12)
+    bad = parser.parse_args(["clonal", "--schedules", "daco30QD+osi40QW", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match="schedule 'daco30QD\\+osi40QW' is not understood"):
+        bad.func(bad)

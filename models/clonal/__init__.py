@@ -11,12 +11,13 @@ r"""Clonal-prevalence resistance model for dacomitinib + osimertinib in EGFR-mut
 - `assays`: the in vitro tier: raw counts -> growth rates -> fitted surfaces.
 - `stochastic`: tau-leaping simulation of the branching process.
 - `trial`: virtual patients, the paper's schedules, relative improvement, time to
-  progression (ours).
+  progression (ours), the virtual trial behind `qsp trial clonal` (`cli`).
 """
 
-from . import assays as assays, pk as pk, surfaces as surfaces
+from . import assays as assays, pk as pk, stochastic as stochastic, surfaces as surfaces, trial as trial
 from .model import ClonalModel as ClonalModel, clone_matrix as clone_matrix, counts_trapezoid as counts_trapezoid
 from .model import invitro as invitro
+from .stochastic import tau_leap as tau_leap
 from .pk import OsiDacoPK as OsiDacoPK, pk_on_grid as pk_on_grid, typical_pk as typical_pk
 from .surfaces import CLONES as CLONES, BoundedLogistic as BoundedLogistic, HillBliss as HillBliss
 from .surfaces import monotone_surface as monotone_surface, published_surface as published_surface

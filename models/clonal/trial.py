@@ -182,3 +182,68 @@ def time_to_progression(ts_h, total, bsld, *, assess_days: float = 7.0):
     total = np.asarray(total, dtype=float)[..., every]
     sld = 10.0 * np.asarray(bsld, dtype=float)[..., None] * np.cbrt(total / total[..., :1])  # mm
     return endpoints.time_to_progression(ts_d[every], sld)
+
+
+def run(n: int = 1000, weeks: float = 8.0, schedules=MAIN, reference: str = REFERENCE, seed: int = 0, *,
+        surface: AbstractSurface | None = None, catenary: bool = True, assess_days: float = 7.0):
+    """A virtual trial: every schedule on one shared population (`sample_patients`).
+
+    **Returns:** `(summary, patients)` DataFrames. `summary` has one row per schedule:
+    median total cells at the end, the median relative improvement against `reference`
+    and the share of patients improved (RI > 0), median resistant fractions per clone
+    at the end, and the Kaplan-Meier median time to progression (ours, days; NaN when
+    fewer than half progress). `patients` has one row per (schedule, patient)."""
+    import pandas as pd
+
+    schedules = list(dict.fromkeys(schedules))
+    for s in schedules + [reference]:
+        _parse(s)
+    if reference not in schedules:
+        schedules.append(reference)
+    if weeks <= 0:
+        raise ValueError(f"weeks={weeks!r} must be positive.")
+    pts = sample_patients(jax.random.key(seed), n)
+    ts, counts = simulate_schedules(pts, schedules, weeks, surface=surface, catenary=catenary)
+    total = counts.sum(axis=-1)
+    end = total[:, :, -1]
+    ref = end[schedules.index(reference)]
+    rows, per = [], []
+    for j, s in enumerate(schedules):
+        ri = relative_improvement(ref, end[j])
+        frac = counts[j, :, -1, 1:] / end[j][:, None]
+        ttp, event = time_to_progression(ts, total[j], pts.bsld, assess_days=assess_days)
+        km = endpoints.kaplan_meier(ttp, event)
+        rows.append({
+            "schedule": s, "n": pts.n, "median_total_end": float(np.median(end[j])),
+            f"median_RI_vs_{reference}": float(np.median(ri)), "share_improved": float(np.mean(ri > 0)),
+            "median_frac_T790M": float(np.median(frac[:, 0])), "median_frac_NRAS": float(np.median(frac[:, 1])),
+            "median_frac_C797S": float(np.median(frac[:, 2])), "share_progressed": float(np.mean(event)),
+            "median_ttp_days": km.median,
+        })
+        per.append(pd.DataFrame({"schedule": s, "patient": np.arange(pts.n), "bsld_cm": pts.bsld,
+                                 "total_start": total[j, :, 0], "total_end": end[j], "RI": ri,
+                                 "ttp_days": ttp, "progressed": event}))
+    return pd.DataFrame(rows), pd.concat(per, ignore_index=True)
+
+
+def plot_waterfall(patients, path: str, reference: str = REFERENCE):
+    """Waterfall plots of the per-patient relative improvement against `reference`,
+    one panel per other schedule, written to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    others = [s for s in dict.fromkeys(patients["schedule"]) if s != reference]
+    fig, axes = plt.subplots(len(others), 1, figsize=(7, 2.2 * max(len(others), 1)), squeeze=False)
+    for ax, s in zip(axes[:, 0], others):
+        # RI > 0: schedule s ends with fewer cells than the reference.
+        imp = np.sort(patients.loc[patients["schedule"] == s, "RI"].to_numpy())[::-1]
+        ax.bar(np.arange(len(imp)), 100 * imp, width=1.0, color=np.where(imp > 0, "tab:blue", "tab:red"))
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_ylabel("RI (%)")
+        ax.set_title(f"{s} vs {reference}", fontsize=9)
+    axes[-1, 0].set_xlabel("patients (sorted)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -42,6 +42,7 @@ from qsp import endpoints
 
 from . import pk as cpk
 from .model import counts_trapezoid
+from .stochastic import tau_leap
 from .surfaces import AbstractSurface, published_surface
 
 _DAILY = {"QD": 24.0, "BID": 12.0, "TID": 8.0}
@@ -143,11 +144,15 @@ def sample_patients(key, n: int, *, cross_drug: bool = True, pre_resistance: boo
 
 def simulate_schedules(patients: Patients, schedules=MAIN, weeks: float = 8.0, *,
                        surface: AbstractSurface | None = None, catenary: bool = True,
-                       fu_osi: float = 1.0, fu_daco: float = 1.0, dt: float = 1.0, save_every: float = 24.0):
-    """Total-count trajectories of every patient under every schedule: exact PK on a grid
+                       fu_osi: float = 1.0, fu_daco: float = 1.0, dt: float = 1.0, save_every: float = 24.0,
+                       key=None):
+    """Clone-count trajectories of every patient under every schedule: exact PK on a grid
     of `dt` hours (matrix exponentials) and the authors' trapezoid closed form on it
-    (the paper's own method, hourly grid). Returns `(ts_saved, counts)` with counts of
-    shape `(n_schedules, n_patients, n_saved, 4)`, saved every `save_every` hours."""
+    (the paper's own method, hourly grid), or, given a `jax.random` key, one stochastic
+    realisation per patient by tau-leaping on the same grid (`stochastic.tau_leap`; the
+    same key for every schedule: common random numbers). Returns `(ts_saved, counts)`
+    with counts of shape `(n_schedules, n_patients, n_saved, 4)`, saved every
+    `save_every` hours."""
     surface = published_surface() if surface is None else surface
     n_steps = int(round(weeks * 168.0 / dt))
     ts = np.linspace(0.0, n_steps * dt, n_steps + 1)
@@ -155,13 +160,18 @@ def simulate_schedules(patients: Patients, schedules=MAIN, weeks: float = 8.0, *
     model = patients.pk_model(catenary, fu_osi, fu_daco)
     axes, _ = cpk.population_axes(model)
 
+    keys = None if key is None else jax.random.split(key, patients.n)
+
     @jax.jit
     def run(osi_mg, daco_mg):
-        def one(m, n0, mu):
+        def one(m, n0, mu, k):
             A = cpk.pk_on_grid(m, ts, osi_mg, daco_mg)
             daco, osi = m.effect_concentrations(A.T)
-            return counts_trapezoid(ts, daco, osi, n0, mu, surface, path=True)[::stride]
-        return jax.vmap(one, in_axes=(axes, 0, 0))(model, jnp.asarray(patients.n_init), jnp.asarray(patients.mu))
+            if k is None:
+                return counts_trapezoid(ts, daco, osi, n0, mu, surface, path=True)[::stride]
+            return tau_leap(k, ts, daco, osi, n0, mu, surface, path=True)[::stride]
+        return jax.vmap(one, in_axes=(axes, 0, 0, None if keys is None else 0))(
+            model, jnp.asarray(patients.n_init), jnp.asarray(patients.mu), keys)
 
     out = [run(*map(jnp.asarray, schedule_doses(s, ts))) for s in schedules]
     return ts[::stride], np.stack([np.asarray(o) for o in out])

@@ -19,6 +19,7 @@ BUILTINS: dict[str, str] = {
     "clonal": "qsp.models.clonal:ClonalModel",
     "osidaco_pk": "qsp.models.clonal:OsiDacoPK",
     "tce_crs": "qsp.models.tce:TCECRS",
+    "vandepas": "qsp.models.vandepas:vandepas",
 }
 
 

@@ -41,7 +41,12 @@ POP = Population(Tumour(), [0.09, 0.04, 0.3, 0.5, 0.05], ("CL", "V", "kg", "kkil
 WT = np.exp(np.random.default_rng(0).normal(np.log(70), 0.2, N))
 ARMS = [Arm("flat", qsp.Regimen.bolus(20.0, 0.0, "CENT", ii=7.0, addl=11)),
         Arm("mg/kg", qsp.Regimen.bolus(0.3, 0.0, "CENT", ii=7.0, addl=11), dose_scale=lambda c: c["WT"])]
-ENDPOINTS = [Exposure("CP", trough_at=7.0), Response("SLD"), Toxicity("CP", (2.0, 3.0, 5.0))]
+def logistic(peak):
+    """Our illustrative exposure-toxicity link: P(event) = 1 / (1 + exp(-(peak - 3) / 0.5))."""
+    return 1.0 / (1.0 + np.exp(-(peak - 3.0) / 0.5))
+
+
+ENDPOINTS = [Exposure("CP", trough_at=7.0), Response("SLD"), Toxicity("CP", (2.0, 3.0, 5.0), link=logistic)]
 KW = dict(endpoints=ENDPOINTS, chunk_size=CHUNK, covariates={"WT": WT}, save_outputs=("CP", "SLD"),
           progress=False, rtol=1e-9, atol=1e-10)
 
@@ -80,6 +85,7 @@ def test_trajectories_and_endpoints_match_closed_form(full):
         np.testing.assert_array_equal(d["progressed"], ev)
         np.testing.assert_allclose(d["CP_ctrough"], c[:, 1], rtol=1e-6)  # pre-dose at day 7
         np.testing.assert_array_equal(d["tox_grade"], ep.grade(c, (2.0, 3.0, 5.0)))
+        np.testing.assert_allclose(d["tox_prob"], logistic(c.max(axis=1)), rtol=1e-6)
     # a mix of outcomes, so the endpoints are exercised
     assert set(np.unique(full.patients["bor"])) >= {2, 3, 4}
 
@@ -91,6 +97,7 @@ def test_summary_agrees_with_endpoint_functions(full):
         assert s.loc[arm, "orr"] == pytest.approx(ep.objective_response_rate(d["bor"]))
         assert s.loc[arm, "orr_lo"] <= s.loc[arm, "orr"] <= s.loc[arm, "orr_hi"]
         assert s.loc[arm, "tox_grade1plus"] == pytest.approx(ep.incidence(d["tox_grade"], 1))
+        assert s.loc[arm, "tox_expected_incidence"] == pytest.approx(d["tox_prob"].mean())
         km = full.kaplan_meier(arm)
         assert s.loc[arm, "median_ttp"] == km.median or np.isnan(km.median)
         assert s.loc[arm, "n_failed"] == 0
@@ -129,6 +136,8 @@ def test_bad_input(tmp_path):
         run_trial(POP, ARMS, TS, out=str(tmp_path), **{**KW, "covariates": None})
     with pytest.raises(ValueError, match="chunk_size=0 must be a positive integer"):
         run_trial(POP, ARMS, TS, out=str(tmp_path), **{**KW, "chunk_size": 0})
+    with pytest.raises(ValueError, match=r"Toxicity\('CP'\) needs thresholds=... or link="):
+        Toxicity("CP")
     with pytest.raises(ValueError, match="population has no batched parameter"):
         run_trial(Tumour(), ARMS, TS, out=str(tmp_path), **KW)
 

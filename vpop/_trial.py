@@ -94,17 +94,31 @@ class Response:
 
 @dataclasses.dataclass(frozen=True)
 class Toxicity:
-    """Toxicity grade from the peak of `output` and increasing grade `thresholds`."""
+    """Toxicity from the peak of `output`: a grade from increasing `thresholds`
+    (column `<name>_grade`), and/or, with `link`, a per-patient probability of the
+    event `link(peak)` (column `<name>_prob`, e.g. a logistic exposure-response model);
+    its mean over patients is the expected incidence."""
 
     output: str
-    thresholds: tuple
+    thresholds: tuple = ()
     name: str = "tox"
+    link: Callable | None = None
+
+    def __post_init__(self):
+        if not self.thresholds and self.link is None:
+            raise ValueError(f"Toxicity({self.output!r}) needs thresholds=... or link=....")
 
     def outputs(self):
         return (self.output,)
 
     def compute(self, ts, out):
-        return {f"{self.name}_grade": ep.grade(out[self.output], self.thresholds)}
+        res = {}
+        if self.thresholds:
+            res[f"{self.name}_grade"] = ep.grade(out[self.output], self.thresholds)
+        if self.link is not None:
+            peak = np.max(out[self.output], axis=-1)
+            res[f"{self.name}_prob"] = np.asarray(self.link(peak), dtype=float)
+        return res
 
 
 # -- execution ---------------------------------------------------------------------------------
@@ -225,6 +239,10 @@ class TrialResult:
                     key = f"{col[:-6]}_grade{g}plus"
                     row[key], row[key + "_lo"], row[key + "_hi"] = ep.bootstrap_ci(
                         lambda x, g=g: ep.incidence(x, g), d[col].to_numpy(), n_boot=n_boot, level=level, seed=seed)
+            for col in [c for c in d.columns if c.endswith("_prob")]:
+                row[col[:-5] + "_expected_incidence"], row[col[:-5] + "_expected_incidence_lo"], \
+                    row[col[:-5] + "_expected_incidence_hi"] = ep.bootstrap_ci(
+                        np.nanmean, d[col].to_numpy(), n_boot=n_boot, level=level, seed=seed)
             for col in [c for c in d.columns if c.endswith(("_cmax", "_auc", "_ctrough"))]:
                 row[col + "_median"] = float(np.nanmedian(d[col].to_numpy()))
             rows.append(row)

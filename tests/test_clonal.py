@@ -242,6 +242,16 @@ def test_covariates_and_iiv():
     assert np.all(cpk.omega(cross_drug=False)[np.ix_([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])] == 0)
     with pytest.raises(ValueError, match="unknown covariate 'weight'"):
         clonal.typical_pk(weight=60.0)
+    # The same IIV and covariate models through qsp.vpop.Population.
+    from qsp.vpop import Population
+
+    pop = Population(clonal.OsiDacoPK(), om, cpk.PK_NAMES, covariate_model=cpk.covariate_model)
+    tv = pop.typical({"wt": jnp.array([50.0, 70.0])})
+    np.testing.assert_allclose(tv[:, cpk.PK_NAMES.index("CLd")], [16.94379, 19.952 * 1.093], rtol=2e-6)
+    # Unbound fraction: the effect is driven by fu x total concentration.
+    m = clonal.OsiDacoPK(fu_osi=0.02, fu_daco=0.5)
+    a = jnp.array([0.0, 986.0 * 400.0, 0.0, 0.0, 899.371 * 150.0, 0.0])
+    np.testing.assert_allclose(m.effect_concentrations(a), (75.0, 8.0), rtol=1e-12)
 
 
 def test_gradient_wrt_daily_doses_matches_finite_differences():

@@ -110,6 +110,15 @@ def typical_pk(**covariates) -> dict:
 _TV = {k: float(v) for k, v in typical_pk().items()}
 
 
+def covariate_model(typical: dict, covariates: dict) -> dict:
+    """Individual typical values for `qsp.vpop.Population(OsiDacoPK(), omega(), PK_NAMES,
+    covariate_model=covariate_model)`: the authors' covariate models (`typical_pk`),
+    scaled by the model's typical values relative to ours (so a model with edited
+    typical values keeps its edits)."""
+    ind = typical_pk(**covariates)
+    return {k: typical[k] * ind[k] / _TV[k] for k in typical}
+
+
 class AbstractOsiDacoPK(ODEModel):
     """PK parameters and vector field shared by `OsiDacoPK` and the clonal model."""
 

@@ -15,6 +15,7 @@ from .pk import pk1cmt as pk1cmt, pk2cmt as pk2cmt
 BUILTINS: dict[str, str] = {
     "pk1cmt": "qsp.models.pk:pk1cmt",
     "pk2cmt": "qsp.models.pk:pk2cmt",
+    "tgi": "qsp.models.tgi:SimeoniTGI",
     "mapk": "qsp.models.mapk:Kirouac2017",
     "clonal": "qsp.models.clonal:ClonalModel",
     "osidaco_pk": "qsp.models.clonal:OsiDacoPK",

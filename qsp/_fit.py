@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time as _time
 from typing import Any
 
@@ -309,16 +310,79 @@ def covariance(pb: Problem, u, method: str):
 # -- the entry point -----------------------------------------------------------------------
 
 
+def _header(path) -> pd.DataFrame:
+    """An empty frame with the column names of a CSV/TSV file (comment lines skipped)."""
+    with open(path) as fh:
+        for line in fh:
+            if line.strip() and not line.lstrip().startswith("#"):
+                sep = "," if "," in line else ("\t" if "\t" in line else None)
+                return pd.DataFrame(columns=[c.strip() for c in line.split(sep)])
+    return pd.DataFrame()
+
+
+def prepare(model, measurements, conditions=None, *, free, error="additive", starts=1, regimens=None,
+            fixed=None, initial=None, bounds=None, priors=None, optimizer="auto", seed=0,
+            start_bounds=None, start_spread=10.0, rtol=None, atol=None, max_steps=1000,
+            learning_rate=1e-2, simulate_kwargs=None, preequilibration_time=1e3, observable=None):
+    """Validate and compile a fit without running it: `(problem, method, solve_one, U0)`,
+    where `solve_one(u0) -> (u, nll, converged, steps)` optimises one start and `U0`
+    holds the starts (unconstrained). `fit` runs `jax.jit(jax.vmap(solve_one))(U0)`;
+    benchmarks time the same function sequentially."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r} is not known; expected one of {OPTIMIZERS}.")
+    if not isinstance(starts, (int, np.integer)) or starts < 1:
+        raise ValueError(f"starts={starts!r}; expected an integer >= 1.")
+    from ._algebraic import AlgebraicModel
+    from ._model import ODEModel
+
+    if not isinstance(model, (ODEModel, AlgebraicModel)):
+        raise TypeError(f"fit expects a qsp.ODEModel or qsp.AlgebraicModel; got {type(model).__name__}.")
+    from ._experiment import _frame
+    from ._nonmem_fit import is_nonmem, tables_from_nonmem
+
+    if isinstance(measurements, (str, os.PathLike)) and is_nonmem(_header(measurements)):
+        frame = measurements  # read_nonmem reads the file itself (comments, '.' entries)
+    else:
+        frame = _frame(measurements, "measurements")
+    if not isinstance(frame, pd.DataFrame) or is_nonmem(frame):
+        if conditions is not None or regimens is not None:
+            raise ValueError("a NONMEM dataset carries its own regimens and covariates; "
+                             "do not pass conditions= or regimens= with it.")
+        frame, conditions, regimens = tables_from_nonmem(frame, model, observable)
+    elif observable is not None:
+        raise ValueError("observable= applies to NONMEM datasets; a measurement table names "
+                         "observables in its observableId column.")
+    data = compile_dataset(model, frame, conditions, regimens)
+    pb = build_problem(model, data, free, error, fixed=fixed, initial=initial, bounds=bounds,
+                       priors=priors, sim_kwargs=simulate_kwargs, preeq_time=preequilibration_time)
+    method = optimizer
+    why = pb.least_squares_ok()
+    if method == "auto":
+        method = "lm" if why is None else "bfgs"
+    elif method == "lm" and why is not None:
+        raise ValueError(f"optimizer='lm' cannot be used: {why}; use optimizer='bfgs'.")
+    ode = states_allowed(model)
+    rtol = rtol if rtol is not None else (1e-7 if ode else 1e-10)
+    atol = atol if atol is not None else (1e-7 if ode else 1e-10)
+
+    theta0 = latin_hypercube(pb, int(starts), seed, start_bounds, start_spread)
+    U0 = jnp.asarray(np.stack([pb.unconstrained(t) for t in theta0]))
+    solve_one = _make_solver(pb, method, rtol, atol, int(max_steps), learning_rate)
+    return pb, method, solve_one, U0
+
+
 def fit(model, measurements, conditions=None, *, free, error="additive", starts=1, regimens=None,
         fixed=None, initial=None, bounds=None, priors=None, optimizer="auto", seed=0,
         start_bounds=None, start_spread=10.0, rtol=None, atol=None, max_steps=1000, learning_rate=1e-2,
-        simulate_kwargs=None, preequilibration_time=1e3) -> FitResult:
+        simulate_kwargs=None, preequilibration_time=1e3, observable=None) -> FitResult:
     """Fit `model` (an `ODEModel` or `AlgebraicModel`) to a PEtab-style dataset.
 
     **Arguments:**
 
     - `measurements`, `conditions`: the measurement and (optional) condition tables
-      (DataFrames or CSV paths; see `qsp._experiment`).
+      (DataFrames or CSV paths; see `qsp._experiment`), or a NONMEM-style dataset
+      (columns ID, TIME, DV, AMT, ...; one condition and regimen per ID, see
+      `qsp._nonmem_fit`) with `observable=` naming the model output DV measures.
     - `free`: names of the model parameters to estimate. Experiment-specific
       parameters named in the condition table and error-model parameters are added
       (estimated) unless given in `fixed`.
@@ -343,31 +407,12 @@ def fit(model, measurements, conditions=None, *, free, error="additive", starts=
     **Returns:** a `FitResult`.
     """
     t_start = _time.perf_counter()
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r} is not known; expected one of {OPTIMIZERS}.")
-    if not isinstance(starts, (int, np.integer)) or starts < 1:
-        raise ValueError(f"starts={starts!r}; expected an integer >= 1.")
-    from ._algebraic import AlgebraicModel
-    from ._model import ODEModel
-
-    if not isinstance(model, (ODEModel, AlgebraicModel)):
-        raise TypeError(f"fit expects a qsp.ODEModel or qsp.AlgebraicModel; got {type(model).__name__}.")
-    data = compile_dataset(model, measurements, conditions, regimens)
-    pb = build_problem(model, data, free, error, fixed=fixed, initial=initial, bounds=bounds,
-                       priors=priors, sim_kwargs=simulate_kwargs, preeq_time=preequilibration_time)
-    method = optimizer
-    why = pb.least_squares_ok()
-    if method == "auto":
-        method = "lm" if why is None else "bfgs"
-    elif method == "lm" and why is not None:
-        raise ValueError(f"optimizer='lm' cannot be used: {why}; use optimizer='bfgs'.")
-    ode = states_allowed(model)
-    rtol = rtol if rtol is not None else (1e-7 if ode else 1e-10)
-    atol = atol if atol is not None else (1e-7 if ode else 1e-10)
-
-    theta0 = latin_hypercube(pb, int(starts), seed, start_bounds, start_spread)
-    U0 = jnp.asarray(np.stack([pb.unconstrained(t) for t in theta0]))
-    solve_one = _make_solver(pb, method, rtol, atol, int(max_steps), learning_rate)
+    pb, method, solve_one, U0 = prepare(
+        model, measurements, conditions, free=free, error=error, starts=starts, regimens=regimens,
+        fixed=fixed, initial=initial, bounds=bounds, priors=priors, optimizer=optimizer, seed=seed,
+        start_bounds=start_bounds, start_spread=start_spread, rtol=rtol, atol=atol, max_steps=max_steps,
+        learning_rate=learning_rate, simulate_kwargs=simulate_kwargs,
+        preequilibration_time=preequilibration_time, observable=observable)
     U, F, OK, STEPS = jax.jit(jax.vmap(solve_one))(U0)
     U, F, OK, STEPS = map(np.asarray, (U, F, OK, STEPS))
     return _result(pb, method, U, F, OK, STEPS, _time.perf_counter() - t_start)

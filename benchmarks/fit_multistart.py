@@ -1,0 +1,181 @@
+"""Multi-start fitting: 64 starts in one vmapped call vs 64 sequential fits (issue 3, item 5).
+
+    .venv/bin/python benchmarks/fit_multistart.py            # both workloads, 64 starts
+    .venv/bin/python benchmarks/fit_multistart.py --quick    # 8 starts (smoke)
+
+Workloads (data ours, simulated with a fixed seed):
+
+- `emax`: sigmoid Emax (`qsp._algebraic.Emax`), 7 concentrations x 3 replicates,
+  free E0, Emax, EC50, h and the additive sigma (Levenberg-Marquardt, NLS).
+- `pk2cmt`: `qsp.models.pk2cmt`, IV bolus 100 mg, 12 times x 4 replicates, 20%
+  log-normal noise, free CL, V1, Q, V2 and sigma (Levenberg-Marquardt on log
+  residuals, `diffrax.Tsit5`, rtol 1e-8).
+
+Both paths run the *same* per-start function `solve_one` that `qsp.fit` builds
+(`qsp._fit.prepare`): vmapped = `jax.jit(jax.vmap(solve_one))(U0)` once;
+sequential = `jax.jit(solve_one)` called once per start. Compile time (first call
+minus a steady call) is reported separately from run time (median of `--repeats`
+steady calls, each ending in `block_until_ready`). Both paths must find the same
+optimum per start (NLL agreement 1e-6 relative) before any time is reported.
+
+Results: `benchmarks/results/fit_multistart.{json,md,png}` with machine and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from benchmarks._env import LoadSampler, machine_info, timer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def emax_problem(starts):
+    from qsp._algebraic import Emax
+    from qsp._fit import prepare
+
+    rng = np.random.default_rng(0)
+    C = np.repeat([0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0], 3)
+    ids = [f"w{i}" for i in range(C.size)]
+    E = 1.0 - 0.8 * C**1.5 / (2.0**1.5 + C**1.5)
+    meas = pd.DataFrame(dict(observableId="E", simulationConditionId=ids, time=0.0,
+                             measurement=E + rng.normal(0, 0.03, C.size)))
+    cond = pd.DataFrame(dict(conditionId=ids, C=C))
+    return prepare(Emax(E0=0.5, Emax=-0.5, EC50=1.0, h=1.0), meas, cond,
+                   free=["E0", "Emax", "EC50", "h"], starts=starts)
+
+
+def pk2cmt_problem(starts):
+    import diffrax as dfx
+
+    import qsp
+    from qsp._fit import prepare
+    from qsp.models import pk2cmt
+
+    rng = np.random.default_rng(0)
+    ts = np.array([0.25, 0.5, 1, 2, 4, 8, 12, 24, 36, 48, 72, 96])
+    reg = qsp.Regimen.bolus(100.0, 0.0, "CENT")
+    cp = np.asarray(qsp.simulate(pk2cmt(CL=2.0, V1=10.0, Q=3.0, V2=30.0), reg, ts,
+                                 rtol=1e-10, atol=1e-12).outputs["CP"])
+    rows = [dict(observableId="CP", simulationConditionId="iv", time=t, measurement=v)
+            for _ in range(4) for t, v in zip(ts, cp * np.exp(rng.normal(0, 0.2, ts.size)))]
+    return prepare(pk2cmt(CL=1.0, V1=20.0, Q=1.5, V2=15.0), pd.DataFrame(rows), regimens={"iv": reg},
+                   free=["CL", "V1", "Q", "V2"], error="lognormal", starts=starts,
+                   simulate_kwargs=dict(solver=dfx.Tsit5(), rtol=1e-8, atol=1e-10))
+
+
+def run_one(name, build, starts, repeats):
+    pb, method, solve_one, U0 = build(starts)
+    vm = jax.jit(jax.vmap(solve_one))
+    sq = jax.jit(solve_one)
+
+    t0 = timer()
+    out_v = jax.block_until_ready(vm(U0))
+    first_v = timer() - t0
+    t0 = timer()
+    jax.block_until_ready(sq(U0[0]))
+    first_s = timer() - t0
+
+    def sequential():
+        return [jax.block_until_ready(sq(u)) for u in U0]
+
+    out_s = sequential()
+    # Correctness before timing: the same optimum per start.
+    f_v = np.asarray(out_v[1])
+    f_s = np.array([float(o[1]) for o in out_s])
+    ok = np.isfinite(f_v) & np.isfinite(f_s)
+    agree = np.abs(f_v - f_s) <= 1e-6 * np.abs(f_s) + 1e-8
+    if not agree[ok].all():
+        raise SystemExit(f"{name}: vmapped and sequential fits disagree on start(s) {np.flatnonzero(~agree)}")
+
+    t_v, t_s = [], []
+    for _ in range(repeats):  # interleaved, so load swings hit both alike
+        t0 = timer()
+        jax.block_until_ready(vm(U0))
+        t_v.append(timer() - t0)
+        t0 = timer()
+        sequential()
+        t_s.append(timer() - t0)
+    run_v, run_s = statistics.median(t_v), statistics.median(t_s)
+    return dict(
+        workload=name, method=method, starts=int(U0.shape[0]), n_free=pb.n_free,
+        vmapped_run_s=run_v, sequential_run_s=run_s, ratio=run_v / run_s,
+        vmapped_compile_s=first_v - run_v, sequential_compile_s=first_s - run_s / U0.shape[0],
+        vmapped_total_s=first_v, sequential_total_s=first_s + run_s - run_s / U0.shape[0],
+        best_nll=float(np.nanmin(f_v)), starts_at_best=int(np.sum(np.abs(f_v - np.nanmin(f_v)) <= 1e-6 * abs(np.nanmin(f_v)) + 1e-6)),
+        vmapped_runs_s=t_v, sequential_runs_s=t_s,
+    )
+
+
+def figure(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r["sequential_run_s"] for r in rows], 0.4, label="64 sequential fits")
+    ax.bar(x + 0.2, [r["vmapped_run_s"] for r in rows], 0.4, label="64 starts, one vmapped call")
+    for i, r in enumerate(rows):
+        ax.text(i + 0.2, r["vmapped_run_s"], f"{r['ratio']:.3f}x", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [f"{r['workload']} ({r['method']})" for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("run time, s (compile excluded)")
+    ax.set_title(f"qsp.fit multi-start: {rows[0]['starts']} starts")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="8 starts, 1 repeat")
+    ap.add_argument("--starts", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", choices=["emax", "pk2cmt"], default=None)
+    args = ap.parse_args(argv)
+    starts, repeats = (8, 1) if args.quick else (args.starts, args.repeats)
+    load = LoadSampler(every=5.0).start()
+    rows = []
+    for name, build in (("emax", emax_problem), ("pk2cmt", pk2cmt_problem)):
+        if args.only and name != args.only:
+            continue
+        r = run_one(name, build, starts, repeats)
+        print(f"{name}: vmapped {r['vmapped_run_s']:.3f} s, sequential {r['sequential_run_s']:.3f} s, "
+              f"ratio {r['ratio']:.4f} (target < 1/8), compile {r['vmapped_compile_s']:.1f} s / "
+              f"{r['sequential_compile_s']:.1f} s", flush=True)
+        rows.append(r)
+    info = dict(machine=machine_info(), load=load.stop(), quick=args.quick, results=rows)
+    stem = "fit_multistart" + ("_quick" if args.quick else "")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(info, indent=2))
+    figure(rows, RESULTS / f"{stem}.png")
+    lines = [f"# {stem}", "", f"Machine: {info['machine']['cpu_model']}, {info['machine']['cpu_count']} cores; "
+             f"load (1 min) mean {info['load']['mean_1min']}, max {info['load']['max_1min']}; "
+             f"commit {info['machine']['git_commit']}", "",
+             "| workload | optimizer | starts | vmapped run (s) | sequential run (s) | ratio | target | compile vmapped / sequential (s) | starts at best |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['workload']} | {r['method']} | {r['starts']} | {r['vmapped_run_s']:.3f} | "
+                     f"{r['sequential_run_s']:.3f} | {r['ratio']:.4f} | < 0.125 {'met' if r['ratio'] < 0.125 else 'NOT met'} | "
+                     f"{r['vmapped_compile_s']:.1f} / {r['sequential_compile_s']:.1f} | {r['starts_at_best']} |")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if all(r["ratio"] < 0.125 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

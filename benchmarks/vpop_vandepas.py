@@ -99,6 +99,8 @@ def main():
     ap.add_argument("--pps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--record", action="store_true",
+                    help="add this run to benchmarks/results/vpop_vandepas_cpu.json (with the machine and load)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -118,12 +120,41 @@ def main():
     frame[sel.selected].to_csv(os.path.join(args.out, "vps.csv"), index=False)
     n_vp = sel.n_vp
     per_pp = cpu_gen / args.pps
-    print(json.dumps({
+    result = {
         "n_pp": args.pps, "n_vp": n_vp, "vp_fraction": n_vp / args.pps, "sum_ks": sel.sum_ks,
         "mean_sum_ks": sel.mean_sum_ks, "ks": sel.ks.tolist(), "cpu_s_per_pp": per_pp,
         "cpu_s_per_vp": per_pp * args.pps / max(n_vp, 1), "cpu_s_selection": cpu_sel, "sf": sel.sf,
         "seed": args.seed, **info,
-    }))
+    }
+    print(json.dumps(result))
+    if args.record:
+        record(result)
+
+
+def record(result):
+    """Keep one entry per (n_pp, seed) and the mean per n_pp, with machine and load."""
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    from _env import machine_info
+
+    path = os.path.join(here, "results", "vpop_vandepas_cpu.json")
+    data = json.load(open(path)) if os.path.exists(path) else {"runs": []}
+    runs = [r for r in data["runs"] if (r["n_pp"], r["seed"]) != (result["n_pp"], result["seed"])]
+    runs.append({**result, "load_avg": os.getloadavg()})
+    means = {}
+    for n in sorted({r["n_pp"] for r in runs}):
+        rs = [r for r in runs if r["n_pp"] == n]
+        means[str(n)] = {k: float(np.mean([r[k] for r in rs])) for k in
+                         ("vp_fraction", "sum_ks", "mean_sum_ks", "cpu_s_per_pp", "cpu_s_per_vp")}
+        means[str(n)]["runs"] = len(rs)
+    data = {"benchmark": "van de Pas / NHANES Vpop (benchmarks/vpop_vandepas.py)",
+            "published_best_at_1000": {"vp_fraction": 0.541, "sum_ks": 0.064, "cpu_s_per_vp": 0.046,
+                                       "source": "Rieger 2018 run 7, vandepas-benchmark.md section 6"},
+            "mean_by_n_pp": means, "machine": machine_info(), "runs": sorted(runs, key=lambda r: (r["n_pp"], r["seed"]))}
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ class PlausibleResult:
         return self.population.build(jnp.asarray(self.eta))
 
 
-def _check_ranges(ranges, model):
+def _check_ranges(ranges):
     if not ranges:
         raise ValueError("plausible_patients needs ranges={output: (lower, upper), ...}.")
     out = {}
@@ -122,6 +122,9 @@ def plausible_patients(pop: Population, key, n: int, *, ts, ranges: Mapping, reg
     - `max_simulations`: stop after this many simulations (default `1000 * n`).
     - `simulate_kwargs`: passed to `qsp.simulate` (e.g. `rtol`, `solver`).
 
+    Candidates are drawn around the population's typical values; its covariate model
+    is not used here (generate per covariate stratum if plausibility depends on them).
+
     **Returns:** `PlausibleResult` (`eta`, `model`, `outputs`, `n_simulations`,
     `simulations_per_accepted`, `moves`).
     """
@@ -131,7 +134,7 @@ def plausible_patients(pop: Population, key, n: int, *, ts, ranges: Mapping, reg
         raise ValueError(f"n={n!r} must be a positive integer number of patients.")
     if not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError(f"batch={batch!r} must be a positive integer.")
-    ranges = _check_ranges(ranges, pop.model)
+    ranges = _check_ranges(ranges)
     ts = jnp.asarray(ts, dtype=float)
     max_simulations = 1000 * n if max_simulations is None else int(max_simulations)
     L = jnp.asarray(pop.chol())

@@ -28,6 +28,11 @@ ones, $\sqrt{\operatorname{diag}(s^2 (X^\top X)^{-1})}$, on the transformed scal
 
 **Monotone surface** (`fit_monotone`, ours): Hill-per-drug with Bliss independence on
 the birth rate, least squares on the growth rates themselves.
+
+Both fits also run through the framework (`fit_published_qsp`, `fit_monotone_qsp`:
+`qsp.fit` of an `AlgebraicModel` with the well concentrations as condition inputs);
+the closed-form OLS and the vmapped optimistix fit are the fast paths that produced
+the stored values.
 """
 
 from __future__ import annotations
@@ -320,3 +325,66 @@ def fit_published_qsp(rates: dict[str, pd.DataFrame] | None = None, clones=CLONE
     surface = BoundedLogistic(beta=np.asarray(betas), ymin=np.array(ymins), ymax=np.array(ymaxs),
                               death=np.array(deaths))
     return surface, fits
+
+
+def _hill_bliss_well_model():
+    """An `AlgebraicModel` of one clone's net growth under `HillBliss` (output `g`, 1/h);
+    daco and osi are condition inputs. Bounds as in `fit_monotone`."""
+    import jax.numpy as jnp
+
+    from qsp import AlgebraicModel, param
+
+    from ..blocks import inhibition
+
+    pos = dict(bounds=(0.0, float("inf")))
+    inputs = dict(bounds=(0.0, float("inf")), transform="identity")
+    ic50 = dict(bounds=(IC50_MIN, IC50_MAX), transform="log", units="nM")
+
+    class HillBlissWell(AlgebraicModel):
+        b0: float = param(0.03, units="1/h", description="birth rate without drug", **pos)
+        death: float = param(0.01, units="1/h", description="death rate (fixed)", **pos)
+        ic50_daco: float = param(1.0, description="dacomitinib IC50 of division", **ic50)
+        n_daco: float = param(1.0, bounds=(N_MIN, N_MAX), description="dacomitinib Hill exponent")
+        imax_daco: float = param(0.9, bounds=(0.0, 1.0), description="maximal inhibition by dacomitinib")
+        ic50_osi: float = param(10.0, description="osimertinib IC50 of division", **ic50)
+        n_osi: float = param(1.0, bounds=(N_MIN, N_MAX), description="osimertinib Hill exponent")
+        imax_osi: float = param(0.9, bounds=(0.0, 1.0), description="maximal inhibition by osimertinib")
+        daco: float = param(0.0, units="nM", description="dacomitinib in the well (condition input)", **inputs)
+        osi: float = param(0.0, units="nM", description="osimertinib in the well (condition input)", **inputs)
+
+        def outputs(self, t):
+            b = (self.b0 * inhibition(self.daco, self.ic50_daco, self.n_daco, self.imax_daco)
+                 * inhibition(self.osi, self.ic50_osi, self.n_osi, self.imax_osi))
+            return {"g": jnp.broadcast_to(b - self.death, jnp.shape(t))}
+
+    return HillBlissWell
+
+
+def fit_monotone_qsp(rates: dict[str, pd.DataFrame] | None = None, clones=CLONES, death=None, starts: int = 16,
+                     seed: int = 0):
+    """`fit_monotone` through the framework: `qsp.fit` of an `AlgebraicModel` per clone
+    (additive error, Levenberg-Marquardt, `starts` Latin-hypercube starts within the
+    bounds). Generic initial values (IC50 1 and 10 nM, Hill 1, Imax 0.9), not ours.
+
+    **Returns:** the `qsp.FitResult` per clone (its `estimates["sigma_g"]` is the
+    residual RMSE)."""
+    import qsp
+
+    from .surfaces import published_surface
+
+    rates = clone_rates() if rates is None else rates
+    death = np.asarray(published_surface().death if death is None else death, dtype=float)
+    Well = _hill_bliss_well_model()
+    fits = {}
+    for k, clone in enumerate(CLONES):
+        if clone not in clones:
+            continue
+        r = rates[clone].reset_index(drop=True)
+        cid = [f"c{i}" for i in range(len(r))]
+        meas = pd.DataFrame({"observableId": "g", "simulationConditionId": cid, "time": 0.0,
+                             "measurement": r["net_growth_per_h"]})
+        cond = pd.DataFrame({"conditionId": cid, "daco": r["daco_nM"], "osi": r["osi_nM"]})
+        free = [n for n in _MONO_KEYS]
+        fits[clone] = qsp.fit(Well(death=float(death[k])), meas, cond, free=free, error="additive",
+                              starts=starts, seed=seed)
+    return fits

@@ -30,6 +30,12 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def _xp(*arrays):
+    """numpy for concrete inputs (building thousands of regimens stays cheap), jax.numpy
+    when any input is traced (so gradients flow through amounts and times)."""
+    return np if all(_is_concrete(a) for a in arrays) else jnp
+
+
 def _as_1d(name: str, value, dtype=None):
     arr = value if isinstance(value, jax.Array) else np.asarray(value, dtype=dtype)
     if arr.ndim > 1:
@@ -123,8 +129,8 @@ class Regimen(eqx.Module):
     @classmethod
     def empty(cls) -> "Regimen":
         """No doses."""
-        z = jnp.zeros((0,))
-        return cls(z, z, z, z, jnp.zeros((0,), dtype=jnp.int32), ())
+        z = np.zeros((0,))
+        return cls(z, z, z, z, np.zeros((0,), dtype=np.int32), ())
 
     @classmethod
     def _build(cls, amount, time, cmt, ii, addl, *, duration, by_rate) -> "Regimen":
@@ -172,8 +178,10 @@ class Regimen(eqx.Module):
                     f"Regimen cmt={c!r} must be a state name or a 1-based CMT number (int >= 1)."
                 )
 
+        xp = _xp(amount, time, ii_, duration)
+
         def bc(a):
-            return jnp.broadcast_to(jnp.asarray(a, dtype=float), (n,))
+            return xp.broadcast_to(xp.asarray(a, dtype=float), (n,))
 
         amount, time, ii_, duration = bc(amount), bc(time), bc(ii_), bc(duration)
         addl_ = np.broadcast_to(addl_, (n,)).astype(int)
@@ -187,8 +195,8 @@ class Regimen(eqx.Module):
             time=time[rep] + k * ii_[rep],
             amount=amount[rep],
             duration=duration[rep],
-            by_rate=jnp.full(len(rep), 1.0 if by_rate else 0.0),
-            target=jnp.asarray(target),
+            by_rate=np.full(len(rep), 1.0 if by_rate else 0.0),
+            target=target,
             targets=targets,
         )
         return reg._sorted()
@@ -212,13 +220,14 @@ class Regimen(eqx.Module):
         if self.time.ndim != 1 or other.time.ndim != 1:
             raise ValueError("`+` combines single regimens; combine before `Regimen.stack`.")
         targets = tuple(dict.fromkeys(self.targets + other.targets))
-        remap = jnp.asarray([targets.index(t) for t in other.targets] or [0], dtype=jnp.int32)
-        other_target = remap[other.target] if len(other.targets) else other.target
-        cat = lambda a, b: jnp.concatenate([jnp.asarray(a), jnp.asarray(b)])
+        remap = np.asarray([targets.index(t) for t in other.targets] or [0], dtype=np.int32)
+        other_target = remap[np.asarray(other.target)] if len(other.targets) else other.target
+        xp = _xp(*jax.tree.leaves(self), *jax.tree.leaves(other))
+        cat = lambda a, b: xp.concatenate([xp.asarray(a), xp.asarray(b)])
         return Regimen(
             cat(self.time, other.time), cat(self.amount, other.amount),
             cat(self.duration, other.duration), cat(self.by_rate, other.by_rate),
-            cat(self.target, other_target).astype(jnp.int32), targets,
+            cat(self.target, other_target).astype(np.int32), targets,
         )._sorted()
 
     def pad(self, n_events: int) -> "Regimen":
@@ -227,12 +236,15 @@ class Regimen(eqx.Module):
         if n_events < n:
             raise ValueError(f"Regimen.pad(n_events={n_events}) is smaller than its {n} events.")
         extra = n_events - n
-        def p(a, fill, dtype=None):
-            a = jnp.asarray(a, dtype=dtype)
-            return jnp.concatenate([a, jnp.full(a.shape[:-1] + (extra,), fill, dtype=a.dtype)], axis=-1)
+        xp = _xp(*jax.tree.leaves(self))
+
+        def p(a, fill, dtype=float):
+            a = xp.asarray(a, dtype=dtype)
+            return xp.concatenate([a, xp.full(a.shape[:-1] + (extra,), fill, dtype=a.dtype)], axis=-1)
+
         return Regimen(
             p(self.time, _PAD_TIME), p(self.amount, 0.0), p(self.duration, 0.0),
-            p(self.by_rate, 0.0), p(self.target, 0, jnp.int32), self.targets,
+            p(self.by_rate, 0.0), p(self.target, 0, np.int32), self.targets,
         )
 
     @staticmethod
@@ -247,12 +259,18 @@ class Regimen(eqx.Module):
         for r in regimens:
             if r.time.ndim != 1:
                 raise ValueError("Regimen.stack takes single (unbatched) regimens.")
-            m = jnp.asarray([targets.index(t) for t in r.targets] or [0], dtype=jnp.int32)
-            tgt = m[r.target] if r.targets else r.target
+            m = np.asarray([targets.index(t) for t in r.targets] or [0], dtype=np.int32)
+            tgt = m[np.asarray(r.target)] if r.targets else r.target
             remapped.append(Regimen(r.time, r.amount, r.duration, r.by_rate, tgt, targets))
         n = max(r.n_events for r in remapped) if n_events is None else n_events
         padded = [r.pad(n) for r in remapped]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *padded)
+        leaves = [jax.tree.leaves(r) for r in padded]
+        if all(_is_concrete(x) for ls in leaves for x in ls):
+            # One numpy stack per field: jnp.stack over thousands of arrays is slow.
+            stack = lambda *xs: np.stack([np.asarray(x) for x in xs])
+        else:
+            stack = lambda *xs: jnp.stack(xs)
+        return jax.tree.map(stack, *padded)
 
     # -- inspection --------------------------------------------------------------------
 

@@ -257,7 +257,8 @@ def simulate(
     - `adjoint`: `"reverse"` (default, for `jax.grad`), `"forward"` (for `jax.jacfwd`
       and `jax.jvp`), or a diffrax adjoint.
     - `obs_after_dose`: report an observation at a dose time after the dose (bool, or a
-      bool per save time). Default: before it (see the module docstring).
+      bool per save time, or per patient and save time with a batched `ts`). Default:
+      before it (see the module docstring).
     - `exact_save`: make the solver step exactly onto every save time (default), so
       saved values carry the step's full accuracy rather than the interpolant's.
       `False` interpolates: fewer steps on dense save grids, about 10x larger error.
@@ -308,7 +309,14 @@ def simulate(
         )
     batch = next(iter(sizes.values())) if sizes else None
 
-    after = jnp.broadcast_to(jnp.asarray(obs_after_dose, dtype=bool), ts.shape[-1:])
+    after = jnp.asarray(obs_after_dose, dtype=bool)
+    if after.ndim == 2 and not t_batched:
+        raise ValueError(
+            f"obs_after_dose has shape {after.shape} (one row per patient) but ts is 1-D; "
+            "pass ts with shape (batch, n_ts) too, or a 1-D obs_after_dose."
+        )
+    a_batched = after.ndim == 2
+    after = jnp.broadcast_to(after, ts.shape if a_batched else ts.shape[-1:])
     invalid_mask = _check_parameters(model, batched=batch is not None)
     if batch is not None:
         invalid = jnp.asarray(invalid_mask if invalid_mask is not None else np.zeros(batch, bool))
@@ -327,7 +335,7 @@ def simulate(
         dt0=dt0,
         exact_save=bool(exact_save),
     )
-    axes = (m_axes, (r_ax,) * 4, r_ax, 0 if t_batched else None, None, i_ax)
+    axes = (m_axes, (r_ax,) * 4, r_ax, 0 if t_batched else None, 0 if a_batched else None, i_ax)
     ys, outs, status, steps = _run(
         model, reg_arrays, cidx, ts, after, invalid, jnp.asarray(t0, dtype=float), cfg, axes
     )

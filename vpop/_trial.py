@@ -264,11 +264,16 @@ class TrialResult:
         for name in self.saved_outputs:
             per_arm = []
             for ai, arm in enumerate(self.arms):
-                files = sorted(os.listdir(_arm_dir(self.out, ai, arm)))
-                per_arm.append(np.concatenate([np.load(os.path.join(_arm_dir(self.out, ai, arm), f))[f"traj_{name}"]
-                                               for f in files if f.endswith(".npz")]))
+                adir = _arm_dir(self.out, ai, arm)
+                parts = []
+                for f in sorted(os.listdir(adir)):
+                    if f.startswith("chunk_") and f.endswith(".npz"):  # not .tmp_ files of a killed run
+                        with np.load(os.path.join(adir, f)) as z:
+                            parts.append(z[f"traj_{name}"])
+                per_arm.append(np.concatenate(parts))
             data[name] = (("arm", "patient", "time"), np.stack(per_arm))
-        return xr.Dataset(data, coords={"arm": list(self.arms), "patient": np.arange(man["n_patients"]),
+        n_done = data[self.saved_outputs[0]][1].shape[1] if data else man["n_patients"]
+        return xr.Dataset(data, coords={"arm": list(self.arms), "patient": np.arange(n_done),
                                         "time": np.asarray(man["ts"])})
 
 

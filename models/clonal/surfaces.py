@@ -39,6 +39,7 @@ growth rates (`assays.fit_monotone`), not the paper's.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 
 import equinox as eqx
@@ -153,6 +154,13 @@ def published_coefficients():
 def published_surface(nras_osi: bool = False) -> BoundedLogistic:
     """`BoundedLogistic` with the published coefficients (Poels et al. 2021, authors'
     `newFitsAndRates200229.RData`; `data/clonal/published_fit_coefficients.csv`)."""
+    beta, ymin, ymax, death = (np.array(a) for a in _published_arrays())
+    return BoundedLogistic(beta=beta, ymin=ymin, ymax=ymax, death=death, nras_osi=nras_osi)
+
+
+@functools.lru_cache(maxsize=1)
+def _published_arrays():
+    """(beta, ymin, ymax, death) read once from the packaged table."""
     tab = published_coefficients()
     beta = np.zeros((4, 4))
     ymin, ymax, death = np.zeros(4), np.zeros(4), np.zeros(4)
@@ -161,7 +169,7 @@ def published_surface(nras_osi: bool = False) -> BoundedLogistic:
         for j, term in enumerate(DESIGNS[clone]["terms"]):
             beta[k, j] = rows[term]
         ymin[k], ymax[k], death[k] = rows["ymin"], rows["ymax"], rows["death_d"]
-    return BoundedLogistic(beta=beta, ymin=ymin, ymax=ymax, death=death, nras_osi=nras_osi)
+    return beta, ymin, ymax, death
 
 
 class HillBliss(AbstractSurface):

@@ -23,7 +23,10 @@ The authors' trial code multiplies the NRAS osimertinib term by 0 (`nras_osi=Fal
 the default, the form that reproduces their demo); their validation scripts keep it
 (`nras_osi=True`). Known artefacts: the positive interaction term lets dacomitinib
 *raise* the sensitive clone's net growth at high osimertinib, and the surface is
-extrapolated beyond the assay design.
+extrapolated beyond the assay design. Since $d_k = -\min g = -(y_{\min,k} + 10^{-5})$,
+the birth rate is bounded below by $-10^{-5}$/h, not 0: far beyond the design (e.g.
+T790M at osimertinib > ~10 uM) it can be slightly negative, as in the authors' code
+(whose counts are clamped at 0; `stochastic.tau_leap` treats negative rates as 0).
 
 **Monotone Hill-Bliss surface** (`HillBliss`, ours): each drug inhibits division by a
 Hill factor and the two act independently (Bliss) on the birth rate,

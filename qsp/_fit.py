@@ -4,7 +4,8 @@ The objective is the negative log-likelihood of `qsp._likelihood` over the free
 parameters on their unconstrained scale $u$ ($\theta = T(u)$ within bounds). Every
 start is optimised inside **one compiled, vmapped call** (`jax.vmap` over starts):
 Levenberg-Marquardt when the likelihood is a sum of squares, else BFGS (both
-optimistix); Adam and L-BFGS (optax) on request.
+optimistix; BFGS with a dogleg trust region for ODE models); Adam and L-BFGS (optax)
+on request.
 
 Standard errors:
 
@@ -186,7 +187,11 @@ def _make_solver(pb: Problem, method: str, rtol, atol, max_steps, learning_rate)
                                      u0, max_steps=max_steps, throw=False)
             u, ok, steps = sol.value, sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
         elif method == "bfgs":
-            sol = optx.minimise(lambda u, _: nll(u), TrustBFGS(rtol, atol), u0, max_steps=max_steps, throw=False)
+            # ODE models: trust-region BFGS, so early steps cannot throw the solver into
+            # overflowing parameters; closed-form models: the line-search BFGS, which
+            # crosses flat regions (e.g. EC50 -> inf) better from a single start.
+            bfgs = TrustBFGS(rtol, atol) if states_allowed(pb.model) else optx.BFGS(rtol, atol)
+            sol = optx.minimise(lambda u, _: nll(u), bfgs, u0, max_steps=max_steps, throw=False)
             u, ok, steps = sol.value, sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
         else:
             u, ok, steps = _optax_run(nll, u0, method, max_steps, learning_rate, rtol, atol)

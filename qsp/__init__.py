@@ -18,6 +18,8 @@ from ._dosing import Regimen as Regimen
 from ._fit import FitResult as FitResult, fit as fit
 from ._model import ODEModel as ODEModel
 from ._params import ParamInfo as ParamInfo, param as param, parameter_info as parameter_info
+from ._posterior import sample as sample_posterior
+from ._profile import Profile as Profile, profile as profile
 from ._simulate import default_solver as default_solver, simulate as simulate
 from ._solution import Solution as Solution, Status as Status
 

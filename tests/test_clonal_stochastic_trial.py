@@ -96,6 +96,12 @@ def test_virtual_patients_follow_the_authors_distributions():
     assert abs(corr[i("CL1o"), i("CL2o")] - 0.90) < 0.03 and abs(corr[i("V1o"), i("V2d")] - 0.85) < 0.03
     q = trial.sample_patients(jax.random.key(0), 50, pre_resistance=False)
     assert np.all(q.n_init[:, 1:] == 0)
+    # The figure-script scheme: bsld - 1 ~ Exp(mean 6/ln2 = 8.66 cm), total = bsld x 1e8.
+    f = trial.sample_patients(jax.random.key(1), 4000, scheme="figure")
+    np.testing.assert_allclose(f.n_init.sum(axis=1), f.bsld * 1e8, rtol=1e-12)
+    assert abs(np.mean(f.bsld - 1) - 6 / np.log(2)) < 4 * 6 / np.log(2) / np.sqrt(4000)
+    with pytest.raises(ValueError, match="scheme='paper' is not known"):
+        trial.sample_patients(jax.random.key(0), 5, scheme="paper")
     with pytest.raises(ValueError, match="n=0 must be a positive integer"):
         trial.sample_patients(jax.random.key(0), 0)
 

@@ -14,7 +14,10 @@ r"""Virtual patients, the paper's schedules, and trial outcomes for the clonal m
 | PK | typical (`pk.typical_pk`) x exp(eta), eta ~ N(0, `pk.omega()`) |
 
 Initial counts: n_k = round(total p_k), n_0 = total - sum n_k. (Draws use JAX keys;
-the authors' R seed 548331 is not reproduced.)
+the authors' R seed 548331 is not reproduced.) `scheme="figure"` is the alternative
+found in one of the authors' figure scripts: bsld ~ Exp(rate ln2/6) + 1, total =
+bsld x 1e8, p_T790M = 10^N(-4, 0.08) x Bernoulli(0.8), p_NRAS = 10^N(-6, 0.1) x
+Bernoulli(0.05) (which scheme produced the published 8-week results is not recorded).
 
 **Schedules** (`SCHEDULES`): the seven of the main comparison and the 4 x 3 grid of the
 paper's Fig. 3C (daco 15 QD / 15 BID / 30 QD / 15 TID x osi 40 QD / 40 BID / 80 QD),
@@ -110,19 +113,28 @@ class Patients:
 
 
 def sample_patients(key, n: int, *, cross_drug: bool = True, pre_resistance: bool = True,
-                    covariates: dict | None = None) -> Patients:
+                    covariates: dict | None = None, scheme: str = "trial") -> Patients:
     """`n` virtual patients as in the authors' trial scripts (module docstring).
     `pre_resistance=False` is their "noPreRes" variant; `cross_drug=False` drops the
-    cross-drug PK correlations; `covariates` go to `pk.typical_pk` (arrays `(n,)`)."""
+    cross-drug PK correlations; `covariates` go to `pk.typical_pk` (arrays `(n,)`);
+    `scheme="figure"` draws tumour size and pre-existing fractions the alternative way."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n={n!r} must be a positive integer number of patients.")
+    if scheme not in ("trial", "figure"):
+        raise ValueError(f"scheme={scheme!r} is not known; expected 'trial' or 'figure'.")
     k = jax.random.split(key, 12)
-    q75 = float(norm.ppf(0.75))
-    bsld = 7.5 + (11.7 - 7.5) / q75 * jax.random.normal(k[0], (n,))
-    bsld = jnp.where(bsld < 1.0, jax.random.uniform(k[1], (n,), minval=4.5, maxval=7.5), bsld)
-    total = 4.0 / 3.0 * jnp.pi * (bsld / 2.0) ** 3 * 1e7
-    p_t790m = (0.0495 + 0.011 * jax.random.normal(k[2], (n,))) / 100 * jax.random.bernoulli(k[3], 0.8, (n,))
-    p_nras = (0.00495 + 0.011 * jax.random.normal(k[4], (n,))) / 100 * jax.random.bernoulli(k[5], 0.05, (n,))
+    if scheme == "trial":
+        q75 = float(norm.ppf(0.75))
+        bsld = 7.5 + (11.7 - 7.5) / q75 * jax.random.normal(k[0], (n,))
+        bsld = jnp.where(bsld < 1.0, jax.random.uniform(k[1], (n,), minval=4.5, maxval=7.5), bsld)
+        total = 4.0 / 3.0 * jnp.pi * (bsld / 2.0) ** 3 * 1e7
+        p_t790m = (0.0495 + 0.011 * jax.random.normal(k[2], (n,))) / 100 * jax.random.bernoulli(k[3], 0.8, (n,))
+        p_nras = (0.00495 + 0.011 * jax.random.normal(k[4], (n,))) / 100 * jax.random.bernoulli(k[5], 0.05, (n,))
+    else:
+        bsld = jax.random.exponential(k[0], (n,)) * 6.0 / np.log(2.0) + 1.0
+        total = bsld * 1e8
+        p_t790m = 10.0 ** (-4.0 + 0.08 * jax.random.normal(k[2], (n,))) * jax.random.bernoulli(k[3], 0.8, (n,))
+        p_nras = 10.0 ** (-6.0 + 0.1 * jax.random.normal(k[4], (n,))) * jax.random.bernoulli(k[5], 0.05, (n,))
     p = jnp.maximum(jnp.stack([p_t790m, p_nras, jnp.zeros(n)], axis=1), 0.0)
     if not pre_resistance:
         p = jnp.zeros_like(p)

@@ -39,11 +39,15 @@ def lm_fit(emax_data):
     return qsp.fit(Emax(E0=0.5, Emax=-0.5, EC50=1.0, h=1.0), meas, cond, free=["E0", "Emax", "EC50", "h"])
 
 
-@pytest.mark.parametrize("optimizer", ["bfgs", "lbfgs"])
-def test_optimizers_reach_the_lm_optimum(emax_data, lm_fit, optimizer):
+@pytest.mark.parametrize("optimizer,kw", [
+    ("bfgs", {}), ("lbfgs", {}),
+    ("adam", dict(max_steps=5000, learning_rate=0.02, rtol=1e-12, atol=1e-12)),
+])
+def test_optimizers_reach_the_lm_optimum(emax_data, lm_fit, optimizer, kw):
     meas, cond = emax_data
+    kw = dict(dict(max_steps=3000), **kw)
     res = qsp.fit(Emax(E0=0.5, Emax=-0.5, EC50=1.0, h=1.0), meas, cond, free=["E0", "Emax", "EC50", "h"],
-                  optimizer=optimizer, max_steps=3000)
+                  optimizer=optimizer, **kw)
     assert lm_fit.optimizer == "lm" and res.optimizer == optimizer
     np.testing.assert_allclose(res.nll, lm_fit.nll, rtol=1e-8)
     for p in ("E0", "Emax", "EC50", "h", "sigma_E"):

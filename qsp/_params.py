@@ -105,7 +105,16 @@ def parameter_fields(model) -> list[dataclasses.Field]:
 def parameter_info(model) -> dict[str, ParamInfo]:
     """Metadata of every parameter of `model` (an instance or a class), by name."""
     if isinstance(model, type):
-        fields = [f for f in dataclasses.fields(model) if not f.metadata.get("static", False)]
+        def numeric_default(f):
+            d = f.default
+            if d is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+                d = f.default_factory()
+            return not (d is dataclasses.MISSING or isinstance(d, eqx.Module) or callable(d))
+
+        fields = [
+            f for f in dataclasses.fields(model)
+            if not f.metadata.get("static", False) and numeric_default(f)
+        ]
         values = {f.name: f.default for f in fields}
     else:
         fields = parameter_fields(model)

@@ -115,7 +115,10 @@ def parameter_info(model) -> dict[str, ParamInfo]:
             f for f in dataclasses.fields(model)
             if not f.metadata.get("static", False) and numeric_default(f)
         ]
-        values = {f.name: f.default for f in fields}
+        values = {
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in fields
+        }
     else:
         fields = parameter_fields(model)
         values = {f.name: getattr(model, f.name) for f in fields}

@@ -117,6 +117,31 @@ class Population:
         object.__setattr__(self, "omega", om)
         object.__setattr__(self, "dist", dist)
 
+    @classmethod
+    def from_fit(cls, fit, names: Sequence[str] | None = None, dist="lognormal") -> "Population":
+        r"""The estimation uncertainty of a `qsp.fit` result as a population: typical
+        values = the estimates (`fit.model`), omega = their covariance (`fit.cov`, from
+        the Hessian). For log-normal parameters the covariance of $\log\theta$ is taken
+        by the delta method, $\Omega_{ij} = C_{ij} / (\hat\theta_i \hat\theta_j)$.
+        `names` defaults to the fit's free model parameters (error parameters such as
+        `sigma_CP` are left out)."""
+        free = list(fit.free)
+        model = fit.model
+        known = set(model.parameters())
+        names = tuple(n for n in free if n in known) if names is None else tuple(names)
+        missing = [n for n in names if n not in free]
+        if missing:
+            raise ValueError(f"Population.from_fit: {missing[0]!r} was not estimated; free parameters: {free}.")
+        if not getattr(fit, "hessian_ok", True):
+            raise ValueError("Population.from_fit: the fit's Hessian is not positive definite, so it has no "
+                             "covariance to sample from.")
+        idx = [free.index(n) for n in names]
+        C = np.asarray(fit.cov, dtype=float)[np.ix_(idx, idx)]
+        dists = {n: dist for n in names} if isinstance(dist, str) else dict(dist)
+        scale = np.array([float(getattr(model, n)) if dists.get(n, "lognormal") == "lognormal" else 1.0
+                          for n in names])
+        return cls(model, C / np.outer(scale, scale), names, dist)
+
     # -- the map eta -> parameters --------------------------------------------------------
 
     @property

@@ -66,6 +66,17 @@ def test_rest_state_is_a_fixed_point_for_every_patient(rest1000):
     np.testing.assert_allclose(dy[:, 5], rest["g0"] * (1 - 1 / model.Vmax), rtol=1e-12, atol=1e-15)
 
 
+def test_rest_state_with_the_akt_feedback_switched_on():
+    # G14 = G24 = 0 in every Table S10 patient (FB4 then feeds back on nothing); with
+    # them on, FB4 is solved jointly with ERK (nested bisection) and is still at rest.
+    model = mapk.patient(122).replace(G14=0.6, G24=0.3)
+    r = model.rest_state(0.0, 0.05)
+    y = jnp.stack([r["FB1"], r["FB2"], r["FB3"], r["FB4"], r["TD1"], 1.0])
+    dy = model.pd_rhs(y, (0.0, 0.05, 0.0, 0.0))
+    assert np.abs(np.asarray(dy[:5])).max() < 1e-12
+    assert float(r["FB4"]) < float(mapk.patient(122).rest_state(0.0, 0.05)["FB4"])
+
+
 def test_untreated_growth_reproduces_reference(rest1000):
     # shared/references/mapk.md §2.4 [REPRO]: g0 spans -0.0053...+0.020 /day over the
     # 1000 patients, PW-weighted median +0.0073 /day, 4.7 % of PW mass has g0 < 0.

@@ -101,3 +101,32 @@ def test_trial_errors():
         mapk.simulate_trial(m, ["untreated"], doses={"trametinib": 2.0})
     with pytest.raises(ValueError, match="unknown drug 'encorafenib'"):
         mapk.simulate_trial(m, ["encorafenib"])
+
+
+def test_trial_job_writes_summary_patients_and_waterfall(tmp_path):
+    import argparse
+
+    import pandas as pd
+
+    from qsp.cli import UserError
+    from qsp.models.mapk import job
+
+    parser = argparse.ArgumentParser()
+    job.add_parser(parser.add_subparsers(), UserError)
+    args = parser.parse_args(["mapk", "--vpop", "s10-resample250", "--arms", "untreated,gdc0994",
+                              "--dt", "0.1", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    patients = pd.read_csv(tmp_path / "patients.csv")
+    assert list(summary.arm) == ["untreated", "gdc0994"] and len(patients) == 500
+    assert (tmp_path / "waterfall.png").stat().st_size > 0
+    # The resample is unweighted: the summary is plain fractions of patients.csv.
+    for arm, rows in patients.groupby("arm", sort=False):
+        s = rows.size_d56.to_numpy()
+        row = summary.set_index("arm").loc[arm]
+        assert row.orr == pytest.approx((s < 0.7).mean()) and row.pd == pytest.approx((s > 1.2).mean())
+    # The 250 patients carry their own PK (Metrum's re-draw): the ids run 1..250.
+    assert sorted(patients.patient.unique()) == list(range(1, 251))
+    bad = parser.parse_args(["mapk", "--arms", "gdc0994+trametinib"])
+    with pytest.raises(UserError, match="unknown drug 'trametinib'"):
+        bad.func(bad)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from qsp import ODEModel, param
 
@@ -74,6 +75,16 @@ def _p(value, description, *, units="1", source=_S10, lo=0.0, hi=_INF, transform
 def _frac(value, description, source=_S10):
     return _p(value, description, lo=0.0, hi=1.0, source=source,
               transform="identity" if value in (0, 1) else None)
+
+
+def _known_zero(*values) -> bool:
+    """True when every value is concretely zero (not traced), so a branch can be skipped."""
+    for v in values:
+        if isinstance(v, jax.core.Tracer):
+            return False
+        if not np.all(np.asarray(v) == 0):
+            return False
+    return True
 
 
 def H(x, n, K):
@@ -249,6 +260,9 @@ class Kirouac2017(ODEModel):
     def _fb4_rest(self, e, conc, iters):
         # FB4 at rest given FB1-3 = e: the root of AKT(FB4 = a) - a, decreasing in a
         # (FB4 represses the RTKs upstream of PI3K/AKT).
+        if _known_zero(self.G14, self.G24, self.G34):
+            # FB4 feeds back on nothing (all CRC patients): AKT at any FB4 is its rest value.
+            return self.signalling(e, e, e, 0.0, *conc)["AKT"]
         top = jnp.maximum(jnp.asarray(self.AKTt, float), jnp.asarray(self.AKTb, float))
         return self._bisect(lambda a: self.signalling(e, e, e, a, *conc)["AKT"] - a, top, iters)
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import pytest
 
 import qsp
 from qsp._algebraic import Emax
@@ -53,6 +54,7 @@ def test_gradient_algebraic_full_objective():
     np.testing.assert_allclose(g, central_fd(f, np.asarray(u)), rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_gradient_ode_full_objective():
     true = pk2cmt(CL=2.0, V1=10.0, Q=3.0, V2=30.0, KA=1.2)
     ts = np.array([0.5, 1.0, 2.0, 6.0, 12.0, 24.0, 48.0])

@@ -314,7 +314,10 @@ def run_trial(population: ODEModel, arms: Sequence[Arm], ts, *, endpoints: Seque
       at a time, dispatched asynchronously so the devices work together. Every call has
       the shape `chunk_size` whatever the device count, so results are bitwise the same
       and a run may resume on another device count. (`shard_map` and a GSPMD-sharded
-      `jit` of diffrax failed on CPU: `shared/references/performance-baseline.md` §7.)
+      `jit` of diffrax failed on CPU: `shared/references/performance-baseline.md` §7.
+      On the 2-core CPU of this project two host devices gave no speed-up (16,384
+      pk1cmt patients: 15-16 s wall on one device, 22 s on two, loaded machine); it is
+      meant for machines with several accelerators.)
     - `simulate_kwargs`: passed to `qsp.simulate`.
     """
     import pandas as pd

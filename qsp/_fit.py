@@ -103,7 +103,7 @@ class FitResult:
         theta = jnp.asarray(pb.natural(self.u))
         pred = np.asarray(pb.predictions(theta))
         sd = np.asarray(row_sd(pb, theta, pred))
-        out = pb.data.frame.drop(columns=["_cond", "_tidx"]).copy()
+        out = pb.data.frame.drop(columns=["_cond", "_tidx", "_censored"]).copy()
         out["censored"] = pb.data.censored
         out["prediction"] = pred
         out["sd"] = sd
@@ -292,7 +292,10 @@ def _result(pb, method, U, F, OK, STEPS, seconds) -> FitResult:
         corr = cov / np.outer(se, se)
     names = pb.free
     est = {n: float(v) for n, v in zip(names, theta)}
-    model_est = {n: v for n, v in est.items() if n in pb.model_params}
+    # The fitted model: free estimates and values held fixed (`fixed=`) alike.
+    model_est = {n: float(v) for n, v in zip(pb.names[pb.n_free:], pb.v_const)
+                 if n in pb.model_params and isinstance(n, str)}
+    model_est.update({n: v for n, v in est.items() if n in pb.model_params})
     fitted = pb.model.replace(**model_est) if model_est else pb.model
     starts = pd.DataFrame(np.asarray([pb.natural(jnp.asarray(x)) for x in U]), columns=names)
     starts.insert(0, "nll", F)

@@ -65,14 +65,14 @@ class FitResult:
     model: Any
     converged: bool
     n_at_best: int
-    starts: pd.DataFrame
-    cov: np.ndarray
-    corr: np.ndarray
+    starts: pd.DataFrame = dataclasses.field(repr=False)
+    cov: np.ndarray = dataclasses.field(repr=False)
+    corr: np.ndarray = dataclasses.field(repr=False)
     free: list
     hessian_ok: bool
     optimizer: str
-    problem: Problem
-    u: np.ndarray
+    problem: Problem = dataclasses.field(repr=False)
+    u: np.ndarray = dataclasses.field(repr=False)
     seconds: float
 
     @property

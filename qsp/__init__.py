@@ -5,10 +5,19 @@ The public surface: models (`ODEModel`, `param`), dosing (`Regimen`), simulation
 `qsp.vpop` (populations and trials), `qsp.nonmem` (datasets).
 """
 
+import os as _os
+
+# XLA's multi-threaded Eigen pool on CPU intermittently wedges (all threads parked on a
+# futex) when executing large vmapped while-loops: seen here twice, and reported
+# upstream (PyAutoFit #1528/#1530, fixed by this flag alone). Turn it off unless the
+# user asks otherwise (QSP_XLA_MULTITHREAD=1). Takes effect only if set before JAX's
+# CPU backend starts, i.e. when qsp is imported before the first JAX computation.
+if _os.environ.get("QSP_XLA_MULTITHREAD", "0") != "1" and "xla_cpu_multi_thread_eigen" not in _os.environ.get("XLA_FLAGS", ""):
+    _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+
 import jax as _jax
 
 # Stiff pharmacology needs float64 on CPU; set QSP_FLOAT32=1 for the float32 GPU path.
-import os as _os
 
 if _os.environ.get("QSP_FLOAT32", "0") != "1":
     _jax.config.update("jax_enable_x64", True)

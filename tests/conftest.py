@@ -3,6 +3,7 @@ re-runs (and CI with a warm cache) skip most XLA compile time."""
 
 import os
 
+import qsp  # noqa: F401  (sets XLA_FLAGS before JAX's CPU backend starts; see qsp/__init__.py)
 import jax
 
 jax.config.update("jax_enable_x64", True)

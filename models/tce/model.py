@@ -61,6 +61,8 @@ the structure of the mosunetuzumab popPK (EU SmPC §5.2), plus the optional
 Michaelis-Menten term of the cyno MATLAB code ($V_m C/(K_m+C)$, off for humans).
 
 **Deviations (ours), all documented at the field:** cell units; one injection state;
+tumour volume proportional to tumour B cells (Li port; `tumor_volume_scales=False`
+restores the MATLAB fixed volume);
 a tissue whose flag is off also sees no drug (MATLAB zeroes drug only in marrow and
 tumour; with default flags nothing changes); default human PK fitted to the label
 mean profile (the paper used allometric cyno PK: `TCECRS.hosseini_pk()`).
@@ -115,6 +117,11 @@ class TCECRS(ODEModel):
     b_tumor_traffic: bool = eqx.field(static=True, default=False)
     #: CD19 engager (blinatumomab): pro-B cells are targets.
     target_cd19: bool = eqx.field(static=True, default=False)
+    #: Tumour volume follows the tumour B cells, V_U(t) = V_U max(B_U/B_U(0), 0.01), so
+    #: tumour density stays at its baseline (the Li port's refinement; the 1% floor, a
+    #: residual tumour bed, is ours). Off = the MATLAB fixed volume, under which an
+    #: escaping tumour packs up to 500x its baseline density into the same volume.
+    tumor_volume_scales: bool = eqx.field(static=True, default=True)
 
     # -- drug: T-cell activation and B-cell killing (Table 2) ------------------------
     VmT: float = param(0.9, units="1", description="maximal T-cell activation", source=_T2 + " (fixed, in vitro)", **_P)
@@ -199,9 +206,17 @@ class TCECRS(ODEModel):
     def _on(self):
         return jnp.asarray([self.spleen_on, self.ln_on, self.marrow_on, self.tumor_on], dtype=float)
 
-    def _tissue(self):
+    def tumor_volume(self, y=None):
+        """Tumour volume (mL) at state `y` (the baseline `V_U` when `y` is None or the
+        volume is fixed)."""
+        if y is None or not self.tumor_volume_scales:
+            return jnp.asarray(self.V_U, dtype=float)
+        BU0 = self.KB_U * self.Bref * self.V_U / _G
+        return self.V_U * jnp.maximum(y[20] / BU0, 0.01)
+
+    def _tissue(self, y=None):
         """Per-tissue arrays (S, L, M, U): volume, T and B partitions, drug partition."""
-        V = jnp.stack([jnp.asarray(v, dtype=float) for v in (self.V_S, self.V_L, self.V_M, self.V_U)])
+        V = jnp.stack([jnp.asarray(v, dtype=float) for v in (self.V_S, self.V_L, self.V_M, self.tumor_volume(y))])
         KT = jnp.stack([jnp.asarray(v, dtype=float) for v in (self.KT_S, self.KT_L, self.KT_M, self.KT_U)])
         KB = jnp.stack([jnp.asarray(v, dtype=float) for v in (self.KB_S, self.KB_L, self.KB_M, self.KB_U)])
         Kp = jnp.stack([jnp.asarray(v, dtype=float) for v in (self.Kp_S, self.Kp_L, self.Kp_M, self.Kp_U)])
@@ -231,7 +246,7 @@ class TCECRS(ODEModel):
     # -- the vector field -----------------------------------------------------------------
 
     def _fluxes(self, t, y):
-        V, KT, KB, Kp = self._tissue()
+        V, KT, KB, Kp = self._tissue(y)
         on = self._on()
         Tref, Bref = self.Tref / _G, self.Bref / _G
         one = 1.0 / _G  # "max(., 1 cell)" of the MATLAB ratios
@@ -328,7 +343,7 @@ class TCECRS(ODEModel):
         return self._fluxes(t, y)
 
     def outputs(self, t, y):
-        V = jnp.stack([jnp.asarray(v, dtype=float) for v in (self.V_S, self.V_L, self.V_M, self.V_U)])
+        V = self._tissue(y)[0]
         il6 = y[21] + self.f_tiss * jnp.sum(y[22:26] * V) / self.Vpb
         Ttot = y[0] + y[1] + y[2]
         BU0 = self.KB_U * self.Bref * self.V_U / _G

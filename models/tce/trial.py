@@ -106,16 +106,18 @@ def endpoints(ts, traj, first_dose_days):
 
 
 def run(n: int = 1000, regimens=DEFAULT_REGIMENS, cycles: int = 4, seed: int = 0, chunk: int = 250,
-        progress: bool = True, model: TCECRS | None = None, thresholds=None):
+        progress: bool = True, model: TCECRS | None = None, thresholds=None, pop=None):
     """Simulate the trial. Returns `(summary, patients, curves)`: the per-regimen table,
-    the per-patient table, and `{regimen: (ts, IL-6 percentiles 5/50/95)}`."""
+    the per-patient table, and `{regimen: (ts, IL-6 percentiles 5/50/95)}`. `pop`, a
+    `(batched model, parameter frame)` pair, replaces the sampled population."""
     specs = [str(r).strip() for r in regimens]
     if not specs:
         raise ValueError("regimens is empty; give at least one, e.g. 'label'.")
     regs = [R.parse(s, cycles) for s in specs]
     n_events = max(r.n_events for r in regs)
     regs = [r.pad(n_events) for r in regs]
-    pop, params = population.sample(n, seed, model)
+    pop, params = population.sample(n, seed, model) if pop is None else pop
+    n = len(params)
     u = np.asarray(jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1), (int(n),)))
     ts = time_grid(cycles)
     thr = crs.THRESHOLDS if thresholds is None else thresholds

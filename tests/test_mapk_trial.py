@@ -37,6 +37,16 @@ def test_table_s10_weights_reproduce_the_clinical_targets():
         # One patient crossing a threshold moves a rate by its PW (>= 1.8e-4 here): the
         # rates must match to 4 decimals, as published.
         assert round(r.orr, 4) == orr and round(r.pd, 4) == pd, (arm, r)
+    # Clinical tier: weights re-derived from the same simulations (ours, smooth-indicator
+    # L-BFGS) hit the same targets with hard thresholds to within 0.005.
+    from qsp.models.mapk._weights import TARGETS, derive_weights
+
+    assert list(TARGETS) == arms
+    ours = derive_weights(size, list(TARGETS.values()))
+    assert ours.sum() == pytest.approx(1.0, abs=1e-12) and (ours >= 0).all()
+    for s, (orr, pd) in zip(size, TARGETS.values()):
+        r = mapk.summarize(s, ours)
+        assert abs(r.orr - orr) < 0.005 and abs(r.pd - pd) < 0.005, r
 
 
 def test_untreated_population_stays_at_rest():

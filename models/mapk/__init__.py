@@ -7,6 +7,8 @@
 - `regimen`, `arm_regimen`, `ARMS`, `POP_PK`, `sample_pk`: clinical schedules, trial
   arms and the published population PK.
 - `classify`, `summarize`: the day-56 RECIST-like response rule.
+- `derive_weights`, `TARGETS`: prevalence weights re-derived to the clinical targets.
+- `invitro`: the HT-29 pERK tier (`qsp.fit` of the cascade); `job`: `qsp trial mapk`.
 """
 
 from ._dosing import (
@@ -37,3 +39,4 @@ from ._vpop import (
     summarize as summarize,
 )
 from ._trial import TrialResult as TrialResult, pk_matrix as pk_matrix, simulate_trial as simulate_trial
+from ._weights import TARGETS as TARGETS, derive_weights as derive_weights

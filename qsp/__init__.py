@@ -3,6 +3,7 @@
 The public surface: models (`ODEModel`, `param`), dosing (`Regimen`), simulation
 (`simulate`, `Solution`, `Status`). Sub-packages: `qsp.models` (model library),
 `qsp.vpop` (populations and trials), `qsp.nonmem` (datasets).
+`qsp.plot` (figures; imports matplotlib, so it is not imported here: `from qsp import plot`).
 """
 
 import os as _os

@@ -120,6 +120,8 @@ def vpc(t_obs, y_obs, sim, sim_ts=None, *, output=None, bins=8, percentiles=(5, 
         if np.any(np.diff(edges) <= 0):
             raise ValueError(f"bins={bins!r} must be strictly increasing bin edges.")
     nb = len(edges) - 1
+    if nb < 1:
+        raise ValueError(f"bins: the observations span one time ({edges[0]:g}); pass bin edges, e.g. bins=[t0, t1].")
 
     def which(t):
         return np.clip(np.searchsorted(edges, t, side="right") - 1, 0, nb - 1)

@@ -3,6 +3,8 @@
 units, failed patients are dropped and counted, bad input raises; and
 local_sensitivities agrees with central finite differences."""
 
+import io
+
 import diffrax as dfx
 import jax.numpy as jnp
 import matplotlib
@@ -34,11 +36,18 @@ def band(poly: PolyCollection, xs):
     return lo, hi
 
 
+def rendered(fig) -> int:
+    """Draw the figure to PNG on its Agg canvas (catches draw-time errors); byte size."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.tell()
+
+
 def fake_solution(y, ts, status):
     """A population Solution built by hand (no solve): outputs {"CP": y}."""
     y = jnp.asarray(y, dtype=float)
     return qsp.Solution(ts=jnp.asarray(ts, dtype=float), states=y[..., None], outputs={"CP": y},
-                        status=jnp.asarray(status), num_steps=jnp.zeros(len(status), int), state_names=("CENT",))
+                        status=jnp.asarray(status), num_steps=jnp.zeros(np.shape(status), int), state_names=("CENT",))
 
 
 RNG = np.random.default_rng(7)
@@ -72,6 +81,7 @@ def test_concentration_time_bands_equal_numpy_percentiles_and_drop_failed():
     np.testing.assert_allclose(median.get_ydata(), q[2], rtol=1e-12)
     assert ax.get_xlabel() == "time (h)" and ax.get_ylabel() == "CP (mg/L)"
     assert "2 of 9 patients dropped" in ax.get_title()
+    assert rendered(fig) > 10_000
 
 
 def test_concentration_time_overlays_a_dict_of_arrays_and_log_axis():
@@ -125,6 +135,32 @@ def test_vpc_percentiles_and_their_intervals_equal_numpy():
     assert ax.get_xlabel() == "time (h)" and ax.get_ylabel() == "CP (ng/mL)"
 
 
+def test_vpc_from_a_solution_skips_failed_members_and_draws_into_given_axes():
+    n_rep, n_pat = 12, 5
+    sim = RNG.lognormal(0.0, 0.3, (n_rep, n_pat, TS.size)) * (1 + TS)
+    status = np.zeros((n_rep, n_pat), int)
+    status[2, 1] = qsp.Status.SOLVER_FAILED
+    sim_nan = sim.copy()
+    sim_nan[2, 1] = np.nan
+    t_obs, y_obs = np.repeat(TS, 3), np.repeat(np.median(sim, axis=(0, 1)), 3)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig0 = Figure()
+    FigureCanvasAgg(fig0)
+    axes = fig0.subplots(1, 2)
+    fig = plot.vpc(t_obs, y_obs, fake_solution(sim, TS, status), output="CP", bins=np.r_[TS - 0.5, TS[-1] + 0.5],
+                   ax=axes[1])
+    assert fig is fig0 and not axes[0].has_data()
+    ax = axes[1]
+    polys = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    per_rep = np.nanpercentile(sim_nan, 50, axis=1)
+    lo, hi = band(polys[1], TS)
+    np.testing.assert_allclose(lo, np.percentile(per_rep, 5, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(hi, np.percentile(per_rep, 95, axis=0), rtol=1e-12)
+    assert "1 of 60 simulated patients dropped (failed)" in ax.get_title()
+    assert rendered(fig) > 10_000
+
+
 def test_vpc_bad_input():
     with pytest.raises(ValueError, match="t_obs has 7 entries but y_obs has 6"):
         plot.vpc(TS, TS[:6], np.ones((3, 7)))
@@ -150,6 +186,7 @@ def test_observed_vs_predicted_points_identity_and_log_drops():
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "predicted concentration (mg/L)"
     assert ax.get_ylabel() == "observed concentration (mg/L)"
     assert "2 of 5 points dropped" in ax.get_title()
+    assert rendered(fig) > 10_000
     with pytest.raises(ValueError, match="observed has 5 entries but predicted has 4"):
         plot.observed_vs_predicted(obs, pred[:4])
 
@@ -169,6 +206,12 @@ def test_dose_response_recovers_a_noiseless_hill_curve():
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "dose (nM)"
     assert ax.get_ylabel() == "viability (fraction viable)"
     assert "1 points at dose <= 0 not shown" in ax.get_title()
+    assert rendered(fig) > 10_000
+    # a given curve (e.g. a model prediction) instead of a fit
+    fig = plot.dose_response(dose, resp, curve=lambda d: plot.hill(d, 1.0, -0.8, 0.7, 1.4), log_dose=False)
+    (curve,) = fig.axes[0].lines
+    np.testing.assert_allclose(curve.get_xdata()[[0, -1]], [0.0, 100.0])
+    np.testing.assert_allclose(curve.get_ydata(), plot.hill(curve.get_xdata(), 1.0, -0.8, 0.7, 1.4))
     with pytest.raises(ValueError, match="fit='emax' is not known"):
         plot.dose_response(dose, resp, fit="emax")
 
@@ -188,6 +231,7 @@ def test_waterfall_bars_sorted_coloured_and_thresholds():
     assert sorted(ln.get_ydata()[0] for ln in ax.lines) == [-30.0, 0.0, 20.0]
     assert ax.get_ylabel() == "best change from baseline (%)"
     assert "1 of 7 patients dropped" in ax.get_title()
+    assert rendered(fig) > 10_000
     # RECIST codes from qsp.endpoints become their names
     fig = plot.waterfall([-50.0, 5.0], category=[endpoints.RECIST.CR, endpoints.RECIST.SD])
     assert {c.get_label().split()[0] for c in fig.axes[0].containers} == {"CR", "SD"}
@@ -208,6 +252,7 @@ def test_best_percent_change_and_spider_lines():
     assert [ln.get_label() for ln in data] == ["PR", "SD"]  # best -40% is PR, best +10% is SD
     assert ax.get_xlabel() == "time (week)" and ax.get_ylabel() == "change from baseline (%)"
     assert "1 of 3 patients dropped" in ax.get_title()
+    assert rendered(fig) > 10_000
 
 
 def test_kaplan_meier_steps_equal_hand_product_limit():
@@ -232,6 +277,7 @@ def test_kaplan_meier_steps_equal_hand_product_limit():
     assert np.any(np.isclose(ys, min(1.0, 5 / 6 + 1.959964 * se1), rtol=1e-6))
     assert ax.get_xlabel() == "time (month)" and ax.get_ylabel() == "survival probability"
     assert "1 of 7 patients dropped" in ax.get_title()
+    assert rendered(fig) > 10_000
     with pytest.raises(ValueError, match="event must be 0"):
         plot.kaplan_meier([1.0, 2.0], [1, 2])
     with pytest.raises(ValueError, match="time has 2 entries but event has 3"):
@@ -249,6 +295,7 @@ def test_tornado_orders_by_magnitude():
     widths = [b.get_width() for b in ax.containers[0]]
     np.testing.assert_allclose(widths, [-0.02, -0.23, -0.77, 1.0])
     assert "1 of 5 parameters dropped" in ax.get_title()
+    assert rendered(fig) > 5_000
     assert ax.get_xlabel() == "normalised sensitivity d log y / d log p"
     fig = plot.tornado({"a": (0.8, 1.3), "b": (0.95, 1.02)}, baseline=1.0, xlabel="AUC ratio")
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["b", "a"]

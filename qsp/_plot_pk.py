@@ -55,7 +55,8 @@ def concentration_time(data, ts=None, *, output=None, percentiles=(5, 50, 95), i
         t, y, kept = population(d, output, ts, what=f"data[{name!r}]" if name else "data")
         nd, n = int((~kept).sum()), len(kept)
         if len(y) == 0:
-            raise ValueError(f"data{f'[{name!r}]' if name else ''}: all {n} patients failed or are non-finite; nothing to plot.")
+            where = f"data[{name!r}]" if name else "data"
+            raise ValueError(f"{where}: all {n} patients failed or are non-finite; nothing to plot.")
         colour = f"C{j}"
         for row in y[:individuals]:
             ax.plot(t, row, color=colour, lw=0.5, alpha=0.5)
@@ -147,18 +148,23 @@ def vpc(t_obs, y_obs, sim, sim_ts=None, *, output=None, bins=8, percentiles=(5, 
     centre = np.asarray(centre)
     obs_q, sim_lo, sim_mid, sim_hi = map(np.asarray, (obs_q, sim_lo, sim_mid, sim_hi))
     fig, ax = new_axes(ax)
-    ax.scatter(t_obs[keep], y_obs[keep], s=8, color="0.45", alpha=0.6, label="observed", zorder=3)
+    pts = ax.scatter(t_obs[keep], y_obs[keep], s=8, color="0.45", alpha=0.6, label="observed", zorder=3)
     mid = len(p) // 2 if len(p) % 2 else -1
+    handles = {"observed": pts}
     for j, q in enumerate(p):
         colour = "C3" if j == mid else "C0"
-        ax.fill_between(centre, sim_lo[:, j], sim_hi[:, j], color=colour, alpha=0.2, lw=0,
-                        label=f"simulated P{q:g} ({100 * ci:g}% CI)")
-        ax.plot(centre, obs_q[:, j], color=colour, lw=1.6, marker="o", ms=3, label=f"observed P{q:g}")
+        band = ax.fill_between(centre, sim_lo[:, j], sim_hi[:, j], color=colour, alpha=0.2, lw=0,
+                               label=f"simulated P{q:g} ({100 * ci:g}% CI)")
+        (line,) = ax.plot(centre, obs_q[:, j], color=colour, lw=1.6, marker="o", ms=3, label=f"observed P{q:g}")
+        # one legend entry per kind (median vs outer percentiles), not one per percentile
+        kind = f"P{q:g}" if j == mid else "P" + "/".join(f"{v:g}" for k, v in enumerate(p) if k != mid)
+        handles.setdefault(f"observed {kind}", line)
+        handles.setdefault(f"simulated {kind}, {100 * ci:g}% CI", band)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel(label("time", time_unit))
     ax.set_ylabel(label(ylabel or output or "observation", units))
-    ax.legend(fontsize=6)
+    ax.legend(list(handles.values()), list(handles), fontsize=6)
     notes = [dropped_note(int((~keep).sum()), len(keep), "observations", "non-finite"),
              dropped_note(n_fail, n_sim, "simulated patients", "failed")]
     title(ax, title_text or f"VPC ({len(s)} replicates)", "; ".join(n for n in notes if n))

@@ -62,6 +62,11 @@ def local_sensitivities(model, regimen, ts, output, reduce="auc", *, params=None
     values = model.parameters()
     if output not in model.outputs(0.0, model.initial()):
         raise ValueError(f"output={output!r} is not an output of {type(model).__name__}.")
+    batched = [n for n, info in type(model).parameter_info().items()
+               if n in values and np.ndim(values[n]) > len(info.shape)]
+    if batched:
+        raise ValueError(f"local_sensitivities needs one patient; parameter {batched[0]!r} has a population "
+                         f"axis (shape {np.shape(values[batched[0]])}). Pass one member's model.")
     if params is None:
         names = [n for n, v in values.items() if np.ndim(v) == 0 and float(v) != 0.0]
     else:
@@ -70,9 +75,11 @@ def local_sensitivities(model, regimen, ts, output, reduce="auc", *, params=None
             if n not in values:
                 raise ValueError(f"params: {type(model).__name__} has no parameter {n!r}; known: {', '.join(values)}.")
             if np.ndim(values[n]) != 0:
-                raise ValueError(f"params: {n!r} has shape {np.shape(values[n])}; only scalar parameters of one patient (not a population) are supported.")
+                raise ValueError(f"params: {n!r} has shape {np.shape(values[n])}; only scalar parameters "
+                                 "of one patient (not a population) are supported.")
             if float(values[n]) == 0.0:
-                raise ValueError(f"params: {n}=0, where d log y / d log p is 0 by definition; drop it or use a non-zero value.")
+                raise ValueError(f"params: {n}=0, where d log y / d log p is 0 by definition; "
+                                 "drop it or use a non-zero value.")
     if not names:
         raise ValueError(f"{type(model).__name__} has no non-zero scalar parameter to differentiate.")
     p0 = jnp.array([float(values[n]) for n in names])

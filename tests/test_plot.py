@@ -358,5 +358,7 @@ def test_local_sensitivities_bad_input():
         plot.local_sensitivities(pk1cmt(), REG, TS_SIM, "AUC")
     with pytest.raises(ValueError, match="ALAG1=0"):
         plot.local_sensitivities(pk1cmt(), REG, TS_SIM, "CP", params=["ALAG1"])
+    with pytest.raises(ValueError, match="parameter 'CL' has a population axis"):
+        plot.local_sensitivities(pk1cmt(CL=jnp.ones(3)), REG, TS_SIM, "CP")
     with pytest.raises(ValueError, match="has no parameter 'Q'"):
         plot.local_sensitivities(pk1cmt(), REG, TS_SIM, "CP", params=["Q"])

@@ -110,7 +110,10 @@ class LoadSampler:
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join(timeout=1.0)
-        s = self.samples or [os.getloadavg()[0]]
+        return self.summary()
+
+    def summary(self) -> dict:
+        s = list(self.samples) or [os.getloadavg()[0]]
         return {
             "start": self.start_load,
             "end": load_average(),

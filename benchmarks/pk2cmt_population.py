@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import datetime as dt
 import json
 import math
@@ -120,8 +121,11 @@ def max_rel_diff(cp, ref) -> float:
 
 def run_benchmark(ns, *, methods=DEFAULT_METHODS, workload: Workload | None = None, repeats: int = 3,
                   chunk: int = 10_000, scipy_subset: dict | None = None, check_n: int = 100,
-                  budget_s: float = 300.0, log=print) -> dict:
-    """Check, then time, every method at every N; returns the results dict (see README)."""
+                  budget_s: float = 300.0, log=print, on_progress=None) -> dict:
+    """Check, then time, every method at every N; returns the results dict (see README).
+
+    `on_progress(results)` is called with the partial results (`complete: False`) after
+    each N, so a long run that is cut short still leaves its measurements behind."""
     import jax
 
     jax.config.update("jax_enable_x64", True)  # as `import qsp` does; the naive peers need it too
@@ -162,6 +166,17 @@ def run_benchmark(ns, *, methods=DEFAULT_METHODS, workload: Workload | None = No
         "n_patients": n_c, "output": "CP", "threshold": CHECK_THRESHOLD,
         "max_rel_diff": checks, "passed": bool(passed),
     }
+
+    def results(complete: bool) -> dict:
+        return {
+            "benchmark": "pk2cmt_population", "schema_version": SCHEMA_VERSION, "complete": complete,
+            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine, "load": sampler.stop() if complete else sampler.summary(),
+            "workload": w.describe(), "methods": {m: METHODS[m] for m in methods},
+            "settings": {"ns": ns, "repeats": repeats, "chunk": chunk, "scipy_subset": scipy_subset,
+                         "budget_s": budget_s, "timing": "median wall time of repeats, block_until_ready"},
+            "correctness": correctness, "runs": list(runs),
+        }
 
     # 2. timing
     runs: list[dict] = []
@@ -223,16 +238,10 @@ def run_benchmark(ns, *, methods=DEFAULT_METHODS, workload: Workload | None = No
                 cell["ok"] = np.concatenate([r[2] for r in res])[:n]
             runs.append(_finish_cell(cell, first_call, per_patient))
         log(_summary_line(runs, n))
+        if on_progress is not None and n != ns[-1]:
+            on_progress(results(complete=False))
 
-    return {
-        "benchmark": "pk2cmt_population", "schema_version": SCHEMA_VERSION,
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine, "load": sampler.stop(), "workload": w.describe(),
-        "methods": {m: METHODS[m] for m in methods},
-        "settings": {"ns": ns, "repeats": repeats, "chunk": chunk, "scipy_subset": scipy_subset,
-                     "budget_s": budget_s, "timing": "median wall time of repeats, block_until_ready"},
-        "correctness": correctness, "runs": runs,
-    }
+    return results(complete=True)
 
 
 def _finish_cell(cell: dict, first_call: dict, per_patient: dict) -> dict:
@@ -303,6 +312,9 @@ def to_markdown(res: dict) -> str:
         f"- Load average (1/5/15 min): {load['start']} at start, {load['end']} at end; 1-min max "
         f"{load['max_1min']}, mean {load['mean_1min']} over {load['n_samples']} samples.",
     ]
+    if not res.get("complete", True):
+        lines.append(f"- **Incomplete run**: written after N={max(r['n'] for r in res['runs']):,} of "
+                     f"{res['settings']['ns']}.")
     if under_load(res):
         lines.append("- **Timings were taken under load** (a shared machine with other jobs running): "
                      "absolute numbers are pessimistic and noisy; repeats are interleaved across methods, "
@@ -328,7 +340,7 @@ def to_markdown(res: dict) -> str:
     runs = res["runs"]
     if not runs:
         return "\n".join(lines) + "\n"
-    ns = res["settings"]["ns"]
+    ns = sorted({r["n"] for r in runs})
     methods = list(res["methods"])
     by = {(r["method"], r["n"]): r for r in runs}
     lines += ["## Wall time and patients/s", "", "| method | " + " | ".join(f"N={n:,}" for n in ns) + " |",
@@ -397,7 +409,10 @@ def main(argv=None) -> int:
     res = run_benchmark(
         ns, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         workload=Workload(obs_every=args.obs_every), repeats=args.repeats, chunk=args.chunk,
-        scipy_subset={"scipy_lsoda": args.scipy_lsoda_n, "scipy_bdf": args.scipy_bdf_n}, budget_s=args.budget_s, check_n=args.check_n,
+        scipy_subset={"scipy_lsoda": args.scipy_lsoda_n, "scipy_bdf": args.scipy_bdf_n},
+        budget_s=args.budget_s, check_n=args.check_n,
+        log=functools.partial(print, flush=True),
+        on_progress=lambda partial: write_results(partial, stem, args.out_dir),
     )
     for p in write_results(res, stem, args.out_dir):
         print(f"wrote {p}")

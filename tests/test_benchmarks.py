@@ -40,6 +40,7 @@ def test_correctness_gate_passes(results):
 
 def test_results_schema(results, tmp_path):
     assert results["benchmark"] == "pk2cmt_population" and results["schema_version"] == 1
+    assert results["complete"] is True
     m = results["machine"]
     for key in ("cpu_model", "cpu_count", "ram_gib", "os", "python", "packages", "git_commit"):
         assert key in m
@@ -59,6 +60,7 @@ def test_results_schema(results, tmp_path):
     assert json.loads(jp.read_text())["runs"] == results["runs"]
     md = mp.read_text()
     assert "| qsp_tsit5 |" in md and "extrap. from N=2" in md and "Load average" in md
+    assert "Incomplete" not in md and "Incomplete run" in to_markdown({**results, "complete": False})
 
 
 def test_correctness_gate_fails_on_a_wrong_answer():

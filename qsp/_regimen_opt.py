@@ -30,7 +30,7 @@ $$L_\rho(u; \lambda, \mu) = \frac{s\,e_0}{f_s}
 
 with constraints scaled to relative violations ($g = (e - h)/|h|$, etc.), then
 updates $\lambda \leftarrow \max(0, \lambda + \rho g)$, $\mu \leftarrow \mu + \rho h$,
-and multiplies $\rho$ by 10 when the violation did not fall by 4x. Starts (a Latin
+and multiplies $\rho$ by 10 (up to $10^9$) when the violation did not fall by 4x. Starts (a Latin
 hypercube in $\sigma(u)$) and, for `pareto`, constraint levels are one batch: a single
 `jax.vmap`ped solve, one compile.
 
@@ -70,12 +70,13 @@ def exceeds(x, threshold, temperature=None):
     return jax.nn.sigmoid((x - threshold) / temperature)
 
 
-def fraction_exceeding(x, threshold, temperature=None, axis=-1):
+def fraction_exceeding(x, threshold, temperature=None, axis=-1, failed_exceeds: bool = True):
     """Fraction of the population (`axis`) with `x >= threshold`, exact or relaxed
-    (`exceeds`). NaN members (failed simulations) count as exceeding: a failed patient
-    must not make a regimen look safer."""
+    (`exceeds`). NaN members (failed simulations) count as exceeding by default, so a
+    failed patient cannot make a regimen look safer on a toxicity endpoint; pass
+    `failed_exceeds=False` for an efficacy endpoint."""
     x = jnp.asarray(x)
-    ind = exceeds(jnp.where(jnp.isnan(x), jnp.inf, x), threshold, temperature)
+    ind = exceeds(jnp.where(jnp.isnan(x), jnp.inf if failed_exceeds else -jnp.inf, x), threshold, temperature)
     return jnp.mean(ind, axis=axis)
 
 
@@ -120,7 +121,8 @@ class RegimenFamily:
     **Arguments:** `build(values) -> qsp.Regimen`, where `values` maps each name of
     `free` (and `fixed`) to a scalar (a JAX tracer during the search: build with
     `Regimen.bolus/infusion/step_up`, which keep amounts and times differentiable;
-    `addl` and the number of doses must stay fixed); `free`: `{name: Free(...)}`;
+    `addl` and the number of doses must stay fixed; give step-up days as gaps so
+    their order cannot change); `free`: `{name: Free(...)}`;
     `fixed`: further constant values passed to `build`.
 
     !!! example
@@ -128,7 +130,8 @@ class RegimenFamily:
         {"dose": Free(1, 200, log=True), "tau": Free(2, 48)})`
     """
 
-    def __init__(self, build: Callable[[dict], Regimen], free: Mapping[str, Free], fixed: Mapping[str, Any] | None = None):
+    def __init__(self, build: Callable[[dict], Regimen], free: Mapping[str, Free],
+                 fixed: Mapping[str, Any] | None = None):
         if not callable(build):
             raise TypeError(f"RegimenFamily build must be callable; got {type(build).__name__}.")
         if not free:

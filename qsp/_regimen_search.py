@@ -76,7 +76,9 @@ def _parse_constraints(constraints):
         a = -np.inf if bounds[0] is None else float(bounds[0])
         b = np.inf if bounds[1] is None else float(bounds[1])
         if np.isnan(a) or np.isnan(b) or a > b or (np.isinf(a) and np.isinf(b)):
-            raise ValueError(f"constraints[{name!r}]=({bounds[0]}, {bounds[1]}) must have lower <= upper, one finite.")
+            raise ValueError(
+                f"constraints[{name!r}]=({bounds[0]}, {bounds[1]}) must have lower <= upper, one finite."
+            )
         names.append(name)
         lo.append(a)
         hi.append(b)
@@ -122,7 +124,9 @@ class _Search(eqx.Module):
         e = self.endpoints(u, temperature)
         c = jnp.stack([e[k] for k in self.names]) if self.names else jnp.zeros((0,))
         g, h = _violations(c, lo, hi)
-        pen_g = jnp.sum(jnp.where(jnp.isfinite(g), jnp.maximum(0.0, lam + rho * jnp.where(jnp.isfinite(g), g, 0.0)) ** 2 - lam**2, 0.0)) / (2 * rho)
+        on = jnp.isfinite(g)  # absent sides are -inf: masked out (and kept out of the gradient)
+        shifted = jnp.maximum(0.0, lam + rho * jnp.where(on, g, 0.0))
+        pen_g = jnp.sum(jnp.where(on, shifted**2 - lam**2, 0.0)) / (2 * rho)
         pen_h = jnp.sum(mu * h + 0.5 * rho * h**2)
         return self.sign * e[self.objective] / f_scale + pen_g + pen_h
 
@@ -170,11 +174,13 @@ def _run(search: _Search, u0, lo, hi, *, temperature, rho0, outer, feas_tol, f_s
         )
         n_eval += int(np.sum(steps))
         g, h = np.asarray(g), np.asarray(h)
-        ok = np.all(np.isfinite(np.asarray(u_new)), axis=1)
+        # A member whose solve or endpoints failed (NaN) keeps its previous point.
+        ok = np.all(np.isfinite(np.asarray(u_new)), axis=1) & ~np.isnan(g).any(axis=1) & ~np.isnan(h).any(axis=1)
         u = np.where(ok[:, None], np.asarray(u_new), u)
         relaxed = {k: np.where(ok, np.asarray(v), relaxed.get(k, np.nan)) for k, v in e.items()}
         gf = np.where(np.isfinite(g), g, -np.inf)
-        lam = np.where(ok[:, None] & np.isfinite(g), np.maximum(0.0, lam + rho * np.where(np.isfinite(g), g, 0.0)), lam)
+        lam_new = np.maximum(0.0, lam + rho * np.where(np.isfinite(g), g, 0.0))
+        lam = np.where(ok[:, None] & np.isfinite(g), lam_new, lam)
         mu = np.where(ok[:, None], mu + rho * h, mu)
         viol = np.max(np.concatenate([np.maximum(gf, 0.0), np.abs(h), np.zeros((B, 1))], axis=1), axis=1)
         step = np.max(np.abs(np.asarray(u_new) - u_prev), axis=1)
@@ -185,7 +191,7 @@ def _run(search: _Search, u0, lo, hi, *, temperature, rho0, outer, feas_tol, f_s
         if it >= 2 and np.all(done):
             break
         if np.any(viol > 0.25 * prev):
-            rho *= 10.0
+            rho = min(rho * 10.0, 1e9)  # beyond this BFGS only fights the conditioning
         prev = viol
     return u, relaxed, n_eval, it
 

@@ -100,6 +100,7 @@ def test_relaxations_tend_to_exact_and_have_gradients():
     x = jnp.array([0.5, 0.9, 1.1, 3.0, jnp.nan])
     exact = qsp.fraction_exceeding(x, 1.0)
     assert float(exact) == pytest.approx(3 / 5)  # 1.1, 3.0 and the failed (NaN) member
+    assert float(qsp.fraction_exceeding(x, 1.0, failed_exceeds=False)) == pytest.approx(2 / 5)
     # sigma((x - c)/T) -> indicator as T -> 0: at T = 1e-3 every member is >= 100 T from the threshold.
     assert float(qsp.fraction_exceeding(x, 1.0, 1e-3)) == pytest.approx(3 / 5, abs=1e-12)
     # Gradient of the relaxed fraction equals the closed form mean(sigma'(z))/T.

@@ -39,7 +39,7 @@ def evaluate_on(pop):
         sol = qsp.simulate(pop, regimen, jnp.array([N * TAU]), rtol=1e-10, atol=1e-12, solver=dfx.Tsit5())
         trough = sol.outputs["CP"][:, 0]
         return {"dose": values["dose"],
-                "p_trough": qsp.fraction_exceeding(jnp.log(trough), 0.0, temperature)}
+                "p_trough": qsp.fraction_exceeding(jnp.log(trough), 0.0, temperature, failed_exceeds=False)}
     return evaluate
 
 

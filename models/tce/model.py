@@ -83,7 +83,7 @@ _G = 1e9  # cells per state unit
 _P = dict(bounds=(0.0, math.inf))
 _T2 = "Hosseini 2020 Supp. Table 2"
 _ML = "Hosseini 2020 supplementary MATLAB code (not in Table 2)"
-_OURS = "ours: fitted to the Lunsumio USPI mean PK profile (models/tce/pk_fit.py)"
+_OURS = "ours: fitted to the Lunsumio USPI mean PK profile (log least squares; models/tce/calibrate.py fit_label_pk)"
 
 STATES = (
     "R_p", "A_p", "P_p",
@@ -361,14 +361,17 @@ class TCECRS(ODEModel):
 
 def solver(rtol: float = 1e-6, atol: float = 1e-9):
     """The stiff solver for this model: Kvaerno5 with a chord root finder whose
-    tolerances sit above round-off (rtol 1e-5, atol 1e-7).
+    tolerances sit well above round-off (rtol 1e-4, atol 1e-6).
 
     With the root finder at the step tolerances (`qsp.default_solver`) the chord
     iteration cannot reach atol 1e-9 on the near-zero states (depleted B cells, the
-    injection effect) and keeps failing, so the step controller shrinks the step: a
-    single 20 mg dose took 3576 accepted + 4899 rejected steps over 21 days, against
-    169 + 39 with these tolerances, end states agreeing to 3e-8 (relative)."""
+    injection effect), fails, and the step controller shrinks the step: one 20 mg dose
+    took 3576 accepted + 4899 rejected steps over 21 days (169 + 39 at root-finder
+    1e-5/1e-7), and a virtual patient with high baseline B cells 13,621 steps on the
+    label regimen at 1e-5/1e-7 against 791 at 1e-4/1e-6, with the same IL-6 peak to
+    1e-15 relative. The step tolerances `rtol`, `atol` still set the accuracy (the PK
+    test agrees with scipy to 1e-5)."""
     import diffrax as dfx
     import optimistix as optx
 
-    return dfx.Kvaerno5(root_finder=optx.Chord(rtol=max(rtol, 1e-5), atol=max(atol, 1e-7)))
+    return dfx.Kvaerno5(root_finder=optx.Chord(rtol=max(rtol, 1e-4), atol=max(atol, 1e-6)))

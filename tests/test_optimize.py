@@ -63,6 +63,16 @@ def test_closed_form_optimum(best):
     assert best.n_evaluations > 0 and best.n_exact == 6
 
 
+def test_equality_constraint_same_optimum():
+    # "Trough equals its target" as an equality: the same optimum; same batch shape and
+    # constraint names as `best`, so the compiled solve is reused.
+    r = qsp.optimize(FAMILY, evaluate, "tau", sense="maximize",
+                     constraints={"trough": (CT, CT), "peak": (None, CMAX)}, starts=6)
+    assert r.feasible
+    assert r.values["tau"] == pytest.approx(tau_star(CMAX), rel=1e-4)
+    assert r.values["dose"] == pytest.approx(dose_star(CMAX), rel=1e-4)
+
+
 def test_no_start_beats_the_optimum(best):
     # Invariant: no feasible start may report a larger interval than tau*.
     s = best.starts

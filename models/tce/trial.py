@@ -53,7 +53,7 @@ def eqx_is_batched(x, n):
     return isinstance(x, (jax.Array, np.ndarray)) and x.ndim >= 1 and x.shape[0] == n
 
 
-def simulate_population(model, regimen, ts, chunk: int = 250, progress=None, label: str = ""):
+def simulate_population(model, regimen, ts, chunk: int = 50, progress=None, label: str = ""):
     """IL-6, B_pb_rel and tumor_rel trajectories `(n, n_ts)` and status `(n,)` of a
     batched model under one regimen, in chunks of `chunk` patients (the last chunk is
     padded by repeating patient 0, so every chunk has the same shape)."""
@@ -105,7 +105,7 @@ def endpoints(ts, traj, first_dose_days):
     })
 
 
-def run(n: int = 1000, regimens=DEFAULT_REGIMENS, cycles: int = 4, seed: int = 0, chunk: int = 250,
+def run(n: int = 1000, regimens=DEFAULT_REGIMENS, cycles: int = 4, seed: int = 0, chunk: int = 50,
         progress: bool = True, model: TCECRS | None = None, thresholds=None, pop=None):
     """Simulate the trial. Returns `(summary, patients, curves)`: the per-regimen table,
     the per-patient table, and `{regimen: (ts, IL-6 percentiles 5/50/95)}`. `pop`, a
@@ -140,6 +140,9 @@ def run(n: int = 1000, regimens=DEFAULT_REGIMENS, cycles: int = 4, seed: int = 0
         m = int(ok.sum())
         k1, k2 = int(np.sum(grade >= 1)), int(np.sum(grade >= 2))
         f = ep[ok]
+        graded = bool(np.isfinite(grade).any())
+        lo1, hi1 = crs.wilson(k1, m) if graded else (np.nan, np.nan)
+        lo2, hi2 = crs.wilson(k2, m) if graded else (np.nan, np.nan)
         row = {
             "regimen": spec, "n": m, "n_failed": int((~ok).sum()),
             "il6_first_peak_p05": f["il6_first_peak"].quantile(0.05),
@@ -147,9 +150,9 @@ def run(n: int = 1000, regimens=DEFAULT_REGIMENS, cycles: int = 4, seed: int = 0
             "il6_first_peak_p95": f["il6_first_peak"].quantile(0.95),
             "il6_later_peak_p50": f["il6_later_peak"].median(),
             "p_crs_ge1": k1 / m if m and np.isfinite(grade).any() else np.nan,
-            "p_crs_ge1_lo": crs.wilson(k1, m)[0], "p_crs_ge1_hi": crs.wilson(k1, m)[1],
+            "p_crs_ge1_lo": lo1, "p_crs_ge1_hi": hi1,
             "p_crs_ge2": k2 / m if m and np.isfinite(grade).any() else np.nan,
-            "p_crs_ge2_lo": crs.wilson(k2, m)[0], "p_crs_ge2_hi": crs.wilson(k2, m)[1],
+            "p_crs_ge2_lo": lo2, "p_crs_ge2_hi": hi2,
             "bcell_depleted_d1": float(np.mean(f["bcell_d1"] < 0.01)) if m else np.nan,
             "frac_shrink50_d84": float(np.mean(f["tumor_change_d84"] < -0.5)) if m else np.nan,
         }

@@ -345,3 +345,14 @@ def test_gradient_of_log_peak_il6_matches_finite_differences(model):
         e = jnp.zeros(3).at[i].set(h)
         fd = (float(f(x0 + e)) - float(f(x0 - e))) / (2 * h)
         assert g[i] == pytest.approx(fd, rel=1e-3, abs=1e-9 / float(x0[i])), names[i]
+
+
+def test_blinatumomab_il6_table_is_censored_not_dropped():
+    """All 66 digitised step-up points (Hosseini 2020 Fig 4c) enter the fit; those below
+    the 125 pg/mL LLOQ are flagged for M3 censoring by qsp.fit's `lloq` column."""
+    d = calibrate.blinatumomab_il6("stepup")
+    assert len(d) == 66 and (d.lloq == 125.0).all()
+    assert int((d.measurement < d.lloq).sum()) == 51
+    assert len(calibrate.blinatumomab_il6("flat")) == 68
+    with pytest.raises(ValueError, match="arm='both'"):
+        calibrate.blinatumomab_il6("both")

@@ -56,7 +56,9 @@ class OptimizeResult:
 class ParetoFront:
     """One optimum per level of the trade-off endpoint (epsilon-constraint sweep).
     `values` and `endpoints` are dicts of arrays over `levels`; `feasible` is judged
-    on the exact endpoints; `results` holds the per-level `OptimizeResult`s."""
+    on the exact endpoints; `results` holds the per-level `OptimizeResult`s (their
+    `n_evaluations` is 0: the levels are solved as one batch, whose total is
+    `n_evaluations` here)."""
 
     levels: np.ndarray
     values: dict

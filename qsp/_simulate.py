@@ -202,7 +202,7 @@ def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after
         )
         status = jnp.where(status == Status.SUCCESS, code, status)
         out = jnp.where((owner == k)[:, None], sol.ys[:-1], out)
-        steps = steps + sol.stats["num_steps"] + sol.stats["num_rejected_steps"]
+        steps = steps + sol.stats["num_steps"]  # diffrax counts accepted + rejected
         return (sol.ys[-1], out, status, steps), None
 
     out0 = jnp.broadcast_to(y0, (ts.shape[0], n))
@@ -212,6 +212,26 @@ def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after
     outs = jax.vmap(model.outputs)(ts, ys)
     outs = {k: jnp.broadcast_to(jnp.asarray(v, dtype=float), ts.shape) for k, v in outs.items()}
     return ys, outs, status, steps
+
+
+def _take(tree, axes, idx):
+    """Rows `idx` of every leaf batched along axis 0 (per `axes`); others unchanged."""
+    return jax.tree.map(
+        lambda ax, x: x if ax is None else x[idx], axes, tree, is_leaf=lambda v: v is None
+    )
+
+
+def _run_chunked(args, axes, batch, size, t0, cfg):
+    """Fixed-size chunks (the last padded by repeating its final member), so a population
+    of any size compiles once and holds one chunk's solver state in memory. Large
+    single batches also stalled XLA's CPU runtime here (see qsp/__init__.py)."""
+    parts = []
+    for start in range(0, batch, size):
+        idx = np.minimum(np.arange(start, start + size), batch - 1)
+        out = _run(*_take(args, axes, idx), t0, cfg, axes)
+        n = min(size, batch - start)
+        parts.append(jax.tree.map(lambda x: np.asarray(x)[:n], out))
+    return jax.tree.map(lambda *xs: jnp.asarray(np.concatenate(xs)), *parts)
 
 
 @eqx.filter_jit
@@ -239,6 +259,7 @@ def simulate(
     dt0: float | None = None,
     obs_after_dose: Any = False,
     exact_save: bool = True,
+    batch_size: int | None = 1024,
 ) -> Solution:
     """Simulate `model` under `regimen`, saving at `ts`.
 
@@ -262,6 +283,10 @@ def simulate(
     - `exact_save`: make the solver step exactly onto every save time (default), so
       saved values carry the step's full accuracy rather than the interpolant's.
       `False` interpolates: fewer steps on dense save grids, about 10x larger error.
+
+    - `batch_size`: a population larger than this runs as fixed-size chunks of it
+      (one compile, bounded memory); `None` runs it as one vmapped batch. Inside
+      `jax.jit`/`jax.grad` the population always runs as one batch.
 
     **Returns:** a `Solution`. Failed trajectories are flagged in `status`, never raised:
     call `sol.raise_if_failed()` to turn failure into an exception.
@@ -336,7 +361,11 @@ def simulate(
         exact_save=bool(exact_save),
     )
     axes = (m_axes, (r_ax,) * 4, r_ax, 0 if t_batched else None, 0 if a_batched else None, i_ax)
-    ys, outs, status, steps = _run(
-        model, reg_arrays, cidx, ts, after, invalid, jnp.asarray(t0, dtype=float), cfg, axes
-    )
+    args = (model, reg_arrays, cidx, ts, after, invalid)
+    t0_ = jnp.asarray(t0, dtype=float)
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args))
+    if batch is None or traced or batch_size is None or batch <= batch_size:
+        ys, outs, status, steps = _run(*args, t0_, cfg, axes)
+    else:
+        ys, outs, status, steps = _run_chunked(args, axes, batch, int(batch_size), t0_, cfg)
     return Solution(ts=ts, states=ys, outputs=outs, status=status, num_steps=steps, state_names=tuple(model.states))

@@ -20,15 +20,14 @@ Three standard curves are provided ready to use:
 from __future__ import annotations
 
 import abc
-import dataclasses
 
-import equinox as eqx
 import jax.numpy as jnp
 
-from ._params import param, parameter_fields, parameter_info
+from ._model import ParameterizedModule
+from ._params import param
 
 
-class AlgebraicModel(eqx.Module):
+class AlgebraicModel(ParameterizedModule):
     """Base class of closed-form models. Subclass it, give parameters as fields, and
     define `outputs(self, t) -> dict` of arrays shaped like `t`.
 
@@ -49,26 +48,6 @@ class AlgebraicModel(eqx.Module):
     @abc.abstractmethod
     def outputs(self, t) -> dict:
         """Named outputs at the times `t` (an array; return arrays of the same shape)."""
-
-    def parameters(self) -> dict:
-        """Current parameter values by name."""
-        return {f.name: getattr(self, f.name) for f in parameter_fields(self)}
-
-    @classmethod
-    def parameter_info(cls):
-        """Units, bounds, transform and description of every parameter, by name."""
-        return parameter_info(cls)
-
-    def replace(self, **values) -> "AlgebraicModel":
-        """A copy with some parameters replaced, e.g. `model.replace(EC50=2.0)`."""
-        names = [f.name for f in dataclasses.fields(self)]
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            raise ValueError(
-                f"{type(self).__name__} has no parameter {unknown[0]!r}; "
-                f"known parameters: {', '.join(names)}."
-            )
-        return dataclasses.replace(self, **values)
 
 
 _POS = dict(bounds=(0.0, float("inf")))

@@ -28,7 +28,31 @@ import numpy as np
 from ._params import parameter_fields, parameter_info
 
 
-class ODEModel(eqx.Module):
+class ParameterizedModule(eqx.Module):
+    """What every qsp model shares: its parameters are its fields."""
+
+    def parameters(self) -> dict:
+        """Current parameter values by name."""
+        return {f.name: getattr(self, f.name) for f in parameter_fields(self)}
+
+    @classmethod
+    def parameter_info(cls):
+        """Units, bounds, transform and description of every parameter, by name."""
+        return parameter_info(cls)
+
+    def replace(self, **values) -> "ParameterizedModule":
+        """A copy with some parameters replaced, e.g. `model.replace(CL=2.0)`."""
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no parameter {unknown[0]!r}; "
+                f"known parameters: {', '.join(names)}."
+            )
+        return dataclasses.replace(self, **values)
+
+
+class ODEModel(ParameterizedModule):
     """Base class of ODE models. Subclass it, give parameters as typed fields with
     defaults (optionally `qsp.param(...)` for units, bounds and description), and
     define `states`, `initial`, `rhs` and (optionally) `outputs`.
@@ -81,25 +105,6 @@ class ODEModel(eqx.Module):
         """`y` as a dict by state name (for readable `rhs` code)."""
         return {name: y[..., i] for i, name in enumerate(self.states)}
 
-    def parameters(self) -> dict:
-        """Current parameter values by name."""
-        return {f.name: getattr(self, f.name) for f in parameter_fields(self)}
-
-    @classmethod
-    def parameter_info(cls):
-        """Units, bounds, transform and description of every parameter, by name."""
-        return parameter_info(cls)
-
-    def replace(self, **values) -> "ODEModel":
-        """A copy with some parameters replaced, e.g. `model.replace(CL=2.0)`."""
-        names = [f.name for f in dataclasses.fields(self)]
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            raise ValueError(
-                f"{type(self).__name__} has no parameter {unknown[0]!r}; "
-                f"known parameters: {', '.join(names)}."
-            )
-        return dataclasses.replace(self, **values)
 
 
 def resolve_cmt(model_cls, cmt) -> int:

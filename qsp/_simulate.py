@@ -18,7 +18,6 @@ just after it (a NONMEM observation record placed after the dose record).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import diffrax as dfx

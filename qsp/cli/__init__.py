@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"qsp.cli.{name}").add_parser(sub)
-    importlib.import_module("qsp.cli.main").add_parser(sub)
+    # Not named `main`: a submodule qsp.cli.main would shadow the function `main` here.
+    importlib.import_module("qsp.cli.mainjob").add_parser(sub)
     return parser
 
 

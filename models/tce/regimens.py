@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from qsp import Regimen
@@ -32,12 +34,22 @@ C1_HOURS = 4.0  # infusion length in cycle 1 (h)
 LATER_HOURS = 2.0  # infusion length from cycle 2 (h)
 
 
+def _traced(*xs) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(xs))
+
+
 def doses(amounts_mg: Sequence[float], times_d: Sequence[float], hours: Sequence[float]) -> Regimen:
     """IV infusions of `amounts_mg` (mg) starting at `times_d` (days) lasting `hours`,
-    each adding 1 to the injection effect `I`."""
-    amounts = np.asarray(amounts_mg, dtype=float)
-    times = np.asarray(times_d, dtype=float)
-    dur = np.asarray(hours, dtype=float) / 24.0
+    each adding 1 to the injection effect `I`.
+
+    Concrete inputs build a numpy-backed regimen and are checked (positive amounts).
+    When any input is a JAX tracer (inside `jax.grad`/`jit`, e.g. `qsp.optimize`), the
+    regimen is built with `jax.numpy` so amounts and times stay differentiable; traced
+    values cannot be checked here. The number of doses is always static."""
+    xp = jnp if _traced(amounts_mg, times_d, hours) else np
+    amounts = xp.asarray(amounts_mg, dtype=float)
+    times = xp.asarray(times_d, dtype=float)
+    dur = xp.asarray(hours, dtype=float) / 24.0
     if amounts.shape != times.shape or amounts.shape != dur.shape or amounts.ndim != 1:
         raise ValueError(
             f"doses needs equal-length 1-D amounts, times and hours; got {amounts.shape}, "
@@ -45,18 +57,23 @@ def doses(amounts_mg: Sequence[float], times_d: Sequence[float], hours: Sequence
         )
     if len(amounts) == 0:
         raise ValueError("doses needs at least one dose.")
-    for i, a in enumerate(amounts):
-        if not np.isfinite(a) or a <= 0:
-            raise ValueError(f"dose amount[{i}]={a:g} mg; expected a positive number of mg.")
+    if xp is np:
+        for i, a in enumerate(amounts):
+            if not np.isfinite(a) or a <= 0:
+                raise ValueError(f"dose amount[{i}]={a:g} mg; expected a positive number of mg.")
     drug = Regimen.infusion(amount=amounts, time=times, cmt="Drug_C", duration=dur)
-    return drug + Regimen.bolus(amount=np.ones_like(amounts), time=times, cmt="I")
+    return drug + Regimen.bolus(amount=xp.ones_like(amounts), time=times, cmt="I")
 
 
-def mosunetuzumab(c1: Sequence[float], later: Sequence[float] | float | None = None, cycles: int = 4) -> Regimen:
-    """Mosunetuzumab: cycle-1 doses `c1` (mg) on C1D1, D8, D15 (as many as given), then
-    `later` on D1 of cycles 2..`cycles` (a number, or one dose per later cycle; default
-    the last cycle-1 dose). 4-h infusions in cycle 1, 2-h later."""
-    c1 = [float(x) for x in c1]
+def mosunetuzumab(c1: Sequence[float], later: Sequence[float] | float | None = None, cycles: int = 4,
+                  c1_days: Sequence[float] | None = None) -> Regimen:
+    """Mosunetuzumab: cycle-1 doses `c1` (mg) on C1D1, D8, D15 (as many as given; or on
+    `c1_days`, days since C1D1, increasing and before C2D1), then `later` on D1 of cycles
+    2..`cycles` (a number, or one dose per later cycle; default the last cycle-1 dose).
+    4-h infusions in cycle 1, 2-h later. Doses and days may be JAX tracers (see `doses`)."""
+    traced = _traced(c1, later, c1_days)
+    conv = (lambda xs: list(xs)) if traced else (lambda xs: [float(x) for x in xs])
+    c1 = conv(c1)
     if not 1 <= len(c1) <= 3:
         raise ValueError(f"c1={c1!r}: expected 1 to 3 cycle-1 doses (days 1, 8, 15).")
     if int(cycles) != cycles or cycles < 1:
@@ -65,13 +82,23 @@ def mosunetuzumab(c1: Sequence[float], later: Sequence[float] | float | None = N
     if later is None:
         later = c1[-1]
     if np.ndim(later) == 0:
-        later = [float(later)] * n_later
-    later = [float(x) for x in later]
+        later = [later] * n_later
+    later = conv(later)
     if len(later) < n_later:
         later = later + [later[-1]] * (n_later - len(later)) if later else [c1[-1]] * n_later
     later = later[:n_later]
+    if c1_days is None:
+        days = [7.0 * i for i in range(len(c1))]
+    else:
+        days = conv(c1_days)
+        if len(days) != len(c1):
+            raise ValueError(f"c1_days={days!r}: expected one day per cycle-1 dose ({len(c1)}).")
+        if not _traced(c1_days):
+            d = np.asarray(days, dtype=float)
+            if not (np.all(np.isfinite(d)) and d[0] >= 0 and np.all(np.diff(d) > 0) and d[-1] < CYCLE):
+                raise ValueError(f"c1_days={days!r}: expected increasing days in [0, {CYCLE:g}).")
     amounts = c1 + later
-    times = [7.0 * i for i in range(len(c1))] + [CYCLE * k for k in range(1, n_later + 1)]
+    times = days + [CYCLE * k for k in range(1, n_later + 1)]
     hours = [C1_HOURS] * len(c1) + [LATER_HOURS] * n_later
     return doses(amounts, times, hours)
 

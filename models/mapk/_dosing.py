@@ -69,6 +69,7 @@ def parse_arm(arm: str) -> tuple[str, ...]:
 
 
 def arm_name(drugs) -> str:
+    """The arm name of a set of drugs: names in `DRUGS` order joined by `+`, or `untreated`."""
     return "+".join(d for d in DRUGS if d in drugs) or "untreated"
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 
 #: Subcommand modules, in the order `qsp --help` lists them.
-COMMANDS = ("models", "simulate", "fit", "trial", "optimize", "petab")
+COMMANDS = ("models", "simulate", "fit", "trial", "optimize")
 
 
 class UserError(Exception):

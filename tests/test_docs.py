@@ -96,7 +96,8 @@ def test_the_docstring_check_can_fail(monkeypatch):
 def test_each_model_page_has_equations_parameters_references(page):
     """One page per model with its equations (rendered from the module docstring), a
     generated parameter table and references."""
-    text = open(os.path.join(ROOT, "docs", "models", f"{page}.md")).read()
+    with open(os.path.join(ROOT, "docs", "models", f"{page}.md")) as f:
+        text = f.read()
     assert "## Equations" in text and ":::" in text
     assert "{{ parameters(" in text
     assert "## References" in text

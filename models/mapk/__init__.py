@@ -8,7 +8,8 @@
   arms and the published population PK.
 - `classify`, `summarize`: the day-56 RECIST-like response rule.
 - `derive_weights`, `TARGETS`: prevalence weights re-derived to the clinical targets.
-- `invitro`: the HT-29 pERK tier (`qsp.fit` of the cascade); `job`: `qsp trial mapk`.
+- `invitro`: the HT-29 pERK tier (`qsp.fit` of the cascade); `viability`: CCLE viability of
+  the BRAF V600E lines; `xenograft`: PDXE BRAF-mutant CRC arms; `job`: `qsp trial mapk`.
 """
 
 from ._dosing import (

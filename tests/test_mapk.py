@@ -172,6 +172,37 @@ def test_feedback_relief_and_cetuximab_removes_the_rebound():
     assert float(both["ERK"]) < float(vem["ERK"])
 
 
+def test_erk_rebound_after_vemurafenib_and_its_removal_by_cetuximab():
+    # The time course behind the rest-state test above: at the moment constant drug starts
+    # the feedback states still hold their untreated values, so ERK drops to
+    # ERK(FB = FB_rest, c); as DUSP/SPRY/RTK feedback relaxes it rebounds to the new rest
+    # ERK*(c). Patient 122, vemurafenib at 10x its IC50 (measured: 0.057 -> 0.078, a 35%
+    # rebound; with cetuximab 0.043 -> 0.047, 10%; RAS 0.145 -> 0.164 alone, 0.111 -> 0.121
+    # with cetuximab, below its untreated 0.145).
+    model = mapk.patient(122)
+
+    # One compile (rest states run a bisection loop, slow op by op); the patient is closed
+    # over so its zero AKT-feedback gains stay concrete (no nested FB4 bisection).
+    @jax.jit
+    def course():
+        m = model
+        base = m.rest_state()
+        fb = [base[k] for k in ("FB1", "FB2", "FB3", "FB4")]
+        c_vem, c_both = (0.0, 10 * m.taui2), (100 * m.taui1, 10 * m.taui2)
+        return base, (m.signalling(*fb, *c_vem), m.rest_state(*c_vem)), (m.signalling(*fb, *c_both), m.rest_state(*c_both))
+
+    base, (v0, vinf), (b0, binf) = course()
+    rebound_vem = float(vinf["ERK"] / v0["ERK"]) - 1
+    rebound_both = float(binf["ERK"] / b0["ERK"]) - 1
+    assert rebound_vem > 0.2 and 0 <= rebound_both < 0.5 * rebound_vem
+    # RAS and CRAF: unchanged at onset (upstream of BRAF), then rising with vemurafenib
+    # alone; with cetuximab they stay below their untreated level throughout.
+    assert float(v0["RAS"]) == pytest.approx(float(base["RAS"]), rel=1e-12)
+    assert float(vinf["RAS"]) > float(v0["RAS"]) and float(vinf["CRAF"]) > float(v0["CRAF"])
+    assert max(float(b0["RAS"]), float(binf["RAS"])) < float(base["RAS"])
+    assert max(float(b0["CRAF"]), float(binf["CRAF"])) < float(base["CRAF"])
+
+
 def test_gradients_finite_at_zero_drug_and_zero_feedback():
     # Fractional Hill exponents (kFB1 = 0.1, ki3 = 0.65, ...) at x = 0: finite gradients.
     model = mapk.patient(122, init="zeros")

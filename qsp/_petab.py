@@ -309,12 +309,13 @@ class PetabProblem:
                            {c: getattr(model, f) for c, f in model.sbml_names.items()})
         return jnp.asarray(env[self._mspec.comp_of[s]], float)
 
-    def nll(self, x, adjoint="forward"):
-        """Negative log-likelihood at `x` (free parameters on their PEtab scale)."""
+    def predictions(self, x, adjoint="forward"):
+        """Per observable group: (rows, simulated observable, noise SD), and whether
+        every simulation succeeded."""
         x = jnp.asarray(x, dtype=float)
         outs, status = self.simulate(x, adjoint)
         theta = dict(zip(self.free, self._natural_free(x)))
-        total = 0.0
+        out = []
         for g in self.groups:
             env = {}
             for name in set(g["obs"].names) | set(g["noise"].names):
@@ -328,20 +329,16 @@ class PetabProblem:
                     env[name] = jnp.asarray(self.nominal[name], float)
             y = g["obs"](env) * jnp.ones(len(g["rows"]))
             s = g["noise"](env) * jnp.ones(len(g["rows"]))
-            m = self.y[g["rows"]]
-            if g["trans"] == "lin":
-                r, jac = m - y, 0.0
-            elif g["trans"] == "log":
-                r, jac = np.log(m) - jnp.log(y), np.log(m)
-            else:
-                r, jac = np.log10(m) - jnp.log10(y), np.log(m * _LN10)
-            if g["dist"] == "normal":
-                term = 0.5 * _LOG2PI + jnp.log(s) + 0.5 * (r / s) ** 2 + jac
-            else:
-                term = jnp.log(2 * s) + jnp.abs(r) / s + jac
-            total = total + jnp.sum(term)
-        bad = jnp.any(status != 0)
-        return jnp.where(bad | ~jnp.isfinite(total), jnp.inf, total)
+            out.append((g["rows"], y, s))
+        return out, jnp.all(status == 0)
+
+    def nll(self, x, adjoint="forward"):
+        """Negative log-likelihood at `x` (free parameters on their PEtab scale)."""
+        preds, ok = self.predictions(x, adjoint)
+        total = 0.0
+        for g, (rows, y, s) in zip(self.groups, preds):
+            total = total + jnp.sum(_nll_terms(self.y[rows], y, s, g["dist"], g["trans"]))
+        return jnp.where(ok & jnp.isfinite(total), total, jnp.inf)
 
     def nll_nominal(self) -> float:
         """The negative log-likelihood at the parameter table's nominal values."""
@@ -407,6 +404,19 @@ class PetabProblem:
         starts_df.insert(2, "steps", STEPS)
         return PetabFit(x=dict(zip(self.free, map(float, xb))), nll=float(F[best]), converged=bool(OK[best]),
                         starts=starts_df, seconds=_time.perf_counter() - t0, scale=dict(self.scale))
+
+
+def _nll_terms(m, y, s, dist, trans):
+    """PEtab v1 negative log-likelihood of measurements `m` given simulated `y`, noise `s`."""
+    if trans == "lin":
+        r, jac = m - y, 0.0
+    elif trans == "log":
+        r, jac = np.log(m) - jnp.log(y), np.log(m)
+    else:
+        r, jac = np.log10(m) - jnp.log10(y), np.log(m * _LN10)
+    if dist == "normal":
+        return 0.5 * _LOG2PI + jnp.log(s) + 0.5 * (r / s) ** 2 + jac
+    return jnp.log(2 * s) + jnp.abs(r) / s + jac
 
 
 class _EngineView:

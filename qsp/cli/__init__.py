@@ -14,7 +14,7 @@ import os
 import sys
 
 #: Subcommand modules, in the order `qsp --help` lists them.
-COMMANDS = ("models", "simulate", "fit", "trial", "optimize")
+COMMANDS = ("models", "simulate", "fit", "trial", "optimize", "petab")
 
 
 class UserError(Exception):

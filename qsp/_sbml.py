@@ -468,7 +468,11 @@ def simulate_sbml(model: SBMLModel, ts, regimen=None, *, t0: float = 0.0, **kwar
         times = [(float(e.when(env0)), e) for e in spec.events]
     except jax.errors.ConcretizationTypeError:
         raise ValueError("simulate_sbml: event times must be concrete (not traced) values.") from None
-    times = sorted([(T, e) for T, e in times if t0 < T <= ts[-1] or (T <= t0 and False)], key=lambda x: x[0])
+    for T, e in times:
+        if T <= t0:  # SBML's initialValue decides whether it fires at t0: not modelled
+            raise UnsupportedSBML(f"event {e.id!r} triggers at time {T:g}, at or before the start t0={t0:g}; "
+                                  "events at the start time are not supported.")
+    times = sorted([(T, e) for T, e in times if T <= ts[-1]], key=lambda x: x[0])
     m = dataclasses.replace(model, events_applied=True)
     y = m.initial()
     t_cur = float(t0)

@@ -23,7 +23,7 @@ PACKAGES = ("qsp", "qsp.plot", "qsp.endpoints", "qsp.nonmem", "qsp.vpop", "qsp.m
 def test_mkdocs_builds_strictly(tmp_path):
     """`mkdocs build --strict` (warnings are errors: broken links, missing pages, objects
     mkdocstrings cannot collect) into a temporary folder. Nothing is fetched: no
-    inventories are configured and MathJax is only referenced by URL."""
+    inventories or remote assets are configured."""
     site = tmp_path / "site"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", os.path.join(ROOT, "mkdocs.yml"),

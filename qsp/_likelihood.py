@@ -21,8 +21,10 @@ Pharmacodyn 28:481): $-\log \Phi((L_i - f_i)/s_i)$.
 Parameters are estimated unconstrained, $\theta = T(u)$ within their bounds
 $[l, h]$: $l + e^u$ (lower bound only; the log scale when $l = 0$), $h - e^u$,
 $l + (h - l)\,\mathrm{sigmoid}(u)$ (logit, both finite) or $u$ (unbounded).
-Optional priors add $-\log p(\theta)$: `("normal", mean, sd)` or
-`("lognormal", log_median, sd_log)`.
+Optional priors add $-\log p(\theta)$: `("normal", mean, sd)`,
+`("lognormal", log_median, sd_log)` or `("cauchy", location, scale)` (on a parameter
+bounded below at the location, e.g. a positive one, this is the half-Cauchy up to a
+constant: the truncation's normaliser does not depend on $\theta$).
 """
 
 from __future__ import annotations
@@ -195,6 +197,9 @@ class Problem:
     def prior_nll(self, theta):
         out = 0.0
         for i, kind, m, s in self.priors:
+            if kind == "cauchy":
+                out = out + jnp.log1p(((theta[i] - m) / s) ** 2) + math.log(math.pi * s)
+                continue
             x = jnp.log(theta[i]) if kind == "lognormal" else theta[i]
             out = out + 0.5 * ((x - m) / s) ** 2 + math.log(s) + 0.5 * _LOG2PI + (x if kind == "lognormal" else 0.0)
         return out
@@ -226,7 +231,13 @@ class Problem:
             out.append(r)
         for i, kind, m, s in self.priors:
             x = jnp.log(theta[i]) if kind == "lognormal" else theta[i]
-            out.append(jnp.atleast_1d((x - m) / s))
+            z = (x - m) / s
+            if kind == "cauchy":
+                # r^2 / 2 = log(1 + z^2): r = z sqrt(2 log1p(z^2) / z^2), series near 0.
+                small = jnp.abs(z) < 1e-4
+                zs = jnp.where(small, 1.0, z)
+                z = z * jnp.sqrt(jnp.where(small, 2.0 - z**2, 2 * jnp.log1p(zs**2) / zs**2))
+            out.append(jnp.atleast_1d(z))
         r = jnp.concatenate(out)
         return jnp.where(jnp.isfinite(r), r, 1e10)
 

@@ -191,8 +191,8 @@ def build_problem(model, data: Dataset, free, error="additive", *, fixed=None, i
         if p not in free_all:
             raise ValueError(f"prior given for {p!r}, which is not estimated; free parameters: {free_all}.")
         kind, m, s = spec
-        if kind not in ("normal", "lognormal") or not float(s) > 0:
-            raise ValueError(f"priors[{p!r}]={spec!r}; expected ('normal'|'lognormal', mean, sd > 0).")
+        if kind not in ("normal", "lognormal", "cauchy") or not float(s) > 0:
+            raise ValueError(f"priors[{p!r}]={spec!r}; expected ('normal'|'lognormal'|'cauchy', location, scale > 0).")
         prior_list.append((free_all.index(p), kind, float(m), float(s)))
 
     err_free = [i for i, p in enumerate(free_all) if is_err[p]]

@@ -1,4 +1,4 @@
-"""Posterior sampling (issue 3, item 7) -- by HMC, not NUTS (see qsp._posterior).
+"""Posterior sampling by plain HMC (`method="hmc"`; NUTS: tests/test_fit_nuts.py).
 
 Model: y = A exp(-k t) with known Gaussian noise (sigma 0.05), flat priors on A, k > 0.
 Reference: the posterior mean and SD by 2-D quadrature on a 401 x 401 grid spanning
@@ -35,7 +35,7 @@ def test_hmc_posterior_matches_quadrature():
     meas = pd.DataFrame(dict(observableId="y", simulationConditionId="c", time=t, measurement=y,
                              noiseParameters=sigma))
     res = qsp.fit(Decay(), meas, free=["A", "k"])
-    idata = sample(res, draws=1500, warmup=500, chains=4, seed=0)
+    idata = sample(res, method="hmc", draws=1500, warmup=500, chains=4, seed=0)
 
     # Quadrature reference on the natural scale (flat prior).
     a0, k0, sa, sk = res.estimates["A"], res.estimates["k"], res.se["A"], res.se["k"]

@@ -140,3 +140,36 @@ def test_trial_job_writes_summary_patients_and_waterfall(tmp_path):
     bad = parser.parse_args(["mapk", "--arms", "gdc0994+trametinib"])
     with pytest.raises(UserError, match="unknown drug 'trametinib'"):
         bad.func(bad)
+
+
+def test_sixteen_arms_thousand_patients_in_one_compiled_call():
+    # Issue 5: the 16-arm trial over the 1000 plausible patients is one compiled call.
+    # Count the XLA lowerings of simulate_trial's jitted `run` while it executes (small
+    # eager conversions around it are not counted). RK4 at dt = 0.25 (stable: r5 dt = 2.5
+    # < 2.78) to day 14 keeps the test short: the check is of the batching, not of the step
+    # or horizon (the full 56-day call at dt = 0.01 is benchmarks/mapk_trial.py).
+    from jax._src import dispatch
+
+    # Table S10 initial values: no per-patient rest-state solve inside the call.
+    model, _ = mapk.load_vpop("s10", init="table")
+    lowered = []
+
+    def listener(event, secs, **kw):
+        if event == dispatch.JAXPR_TO_MLIR_MODULE_EVENT and "run" in str(kw.get("fun_name", "")):
+            lowered.append(kw["fun_name"])
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        res = mapk.simulate_trial(model, mapk.ARMS, days=14.0, dt=0.25, save_dt=14.0)
+        size = np.asarray(res.size)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(lowered) == 1, lowered
+    assert size.shape == (16, 1000) and np.all(np.isfinite(size))
+    # Every treated arm shrinks the median day-14 size below untreated's, and the triplet
+    # cetuximab+vemurafenib+cobimetinib below each of its doublets (the clinical ordering
+    # of the calibration targets, shared/references/mapk.md §3.1).
+    med = dict(zip(mapk.ARMS, np.median(size, axis=1)))
+    assert all(med[a] < med["untreated"] for a in mapk.ARMS[1:])
+    trip = "cetuximab+vemurafenib+cobimetinib"
+    assert all(med[trip] < med[a] for a in ("cetuximab+vemurafenib", "vemurafenib+cobimetinib"))

@@ -127,7 +127,8 @@ def arm_losses(exposure: dict | None = None, model: Kirouac2017 = _BASE) -> dict
         s6 = model.rest_state(conc[:, 0], conc[:, 1], conc[:, 2], 0.0)["S6"]
         return 1.0 - H(s6, model.kg, model.taug) / h0
 
-    return dict(zip(ARMS, map(float, np.asarray(losses(conc)))))
+    # Clipped: rounding leaves the untreated loss at ~-4e-17 (compiled), outside [0, 1].
+    return dict(zip(ARMS, map(float, np.clip(np.asarray(losses(conc)), 0.0, 1.0))))
 
 
 def _p(value, description, units="1", lo=0.0, hi=_INF):

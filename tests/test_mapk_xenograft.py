@@ -192,8 +192,8 @@ def test_cascade_linked_viability(ccle):
     assert rmse == pytest.approx(cas["sigma_relative_proliferation"], rel=1e-4)
     assert rmse < 0.2
     # One proliferation rate per line: the cascade orders the lines the same for every
-    # drug. The data's MEK-inhibitor ordering (COLO201 < LS411N < SW1417) is reproduced.
-    for drug in ("Selumetinib", "PD0325901"):
+    # drug; the data's ordering (COLO201 < LS411N < SW1417 for all three) is reproduced.
+    for drug in via.FITTED:
         data_order = np.argsort([via.loglogistic_ic50(ll, l, drug) for l in via.LINES])
         model_order = np.argsort([via.cascade_ic50(cas, l, drug) for l in via.LINES])
         assert list(data_order) == list(model_order) == [0, 1, 2], drug

@@ -73,7 +73,9 @@ def test_mrecist_rule_and_published_best_average_response():
 
 def test_shipped_fit_is_the_least_squares_optimum(shipped):
     est, _, _ = shipped
-    assert bool(est.converged.iloc[0]) and est.n_at_best.iloc[0] >= est.starts.iloc[0] // 2
+    # Every PDX model's fit converged with at least half its starts at the optimum
+    # (measured: 4 of 4 for all six).
+    assert est.converged.all() and (est.n_at_best >= est.starts // 2).all()
     fitted = dict(zip(est.parameter, est.estimate))
     data, loss = xg.load_pdxe(), xg.arm_losses()
     for model in xg.MODELS:

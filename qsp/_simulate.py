@@ -140,6 +140,9 @@ class _Config(eqx.Module):
     max_steps: int
     dt0: Any
     exact_save: bool
+    # Static bound on how many save times one segment owns (see `_save_window`); None:
+    # every segment saves at all save times (needed when the breakpoints are traced).
+    save_window: Any = None
 
 
 def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after, invalid, t0, cfg: _Config):
@@ -175,6 +178,15 @@ def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after
     owner = jnp.where(after, right_owner, left_owner)
 
     term = dfx.ODETerm(lambda t, y, u: jnp.asarray(model.rhs(t, y), dtype=float) + u)
+    n_ts = ts.shape[0]
+    W = cfg.save_window
+    windowed = W is not None and W < n_ts
+    if windowed:
+        # first[k]: the first save time segment k owns (n_ts if none). Save times at t0
+        # before any dose have owner -1: no segment writes them, they keep y0.
+        first = jnp.full((n_seg,), n_ts).at[jnp.where(owner < 0, n_seg, owner)].min(
+            jnp.arange(n_ts), mode="drop"
+        )
 
     def segment(carry, k):
         y, out, status, steps = carry
@@ -184,9 +196,18 @@ def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after
         mid = 0.5 * (ta + tb)
         active = (t_start <= mid) & (mid < t_stop) & is_inf
         u = jnp.where(active, rate, 0.0) @ onehot
+        if windowed:
+            # Only the W save times from first[k] on (those past n_ts - 1 repeat the
+            # last one). diffrax walks its save times inside the step loop, so saving at
+            # all n_ts in every segment cost n_segments x n_ts interpolations
+            # (benchmarks/NOTES.md, 2026-11-24 section 1). The steps do not change: the
+            # clip controller still lands on every save time.
+            idx = jnp.minimum(first[k] + jnp.arange(W), n_ts - 1)
+        else:
+            idx = jnp.arange(n_ts)
         sol = dfx.diffeqsolve(
             term, cfg.solver, ta, tb, cfg.dt0, y, u,
-            saveat=dfx.SaveAt(ts=jnp.clip(ts, ta, tb), t1=True),
+            saveat=dfx.SaveAt(ts=jnp.clip(ts[idx], ta, tb), t1=True),
             stepsize_controller=(
                 dfx.ClipStepSizeController(cfg.controller, step_ts=ts) if cfg.exact_save else cfg.controller
             ),
@@ -200,7 +221,12 @@ def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after
             jnp.where(sol.result == dfx.RESULTS.max_steps_reached, Status.MAX_STEPS_REACHED, Status.SOLVER_FAILED),
         )
         status = jnp.where(status == Status.SUCCESS, code, status)
-        out = jnp.where((owner == k)[:, None], sol.ys[:-1], out)
+        if windowed:
+            # Repeated indices (the clipped tail) carry identical values, so the
+            # scatter's order among them does not matter.
+            out = out.at[idx].set(jnp.where((owner[idx] == k)[:, None], sol.ys[:-1], out[idx]))
+        else:
+            out = jnp.where((owner == k)[:, None], sol.ys[:-1], out)
         steps = steps + sol.stats["num_steps"]  # diffrax counts accepted + rejected
         return (sol.ys[-1], out, status, steps), None
 
@@ -211,6 +237,59 @@ def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after
     outs = jax.vmap(model.outputs)(ts, ys)
     outs = {k: jnp.broadcast_to(jnp.asarray(v, dtype=float), ts.shape) for k, v in outs.items()}
     return ys, outs, status, steps
+
+
+def _save_window(model, m_axes, reg_arrays, cidx, ts, t0) -> int | None:
+    """The most save times any dosing segment of any patient can own, from the host.
+
+    Segment k owns save times in $[B_k, B_{k+1}]$; counting them in that interval
+    widened by a relative 1e-9 bounds what `_solve_one` finds even if its breakpoints
+    differ from these by rounding (e.g. a fused multiply-add in `t_ev + F * dur`).
+    Returns None when anything that sets the breakpoints (save times, dose times, lags,
+    bioavailability of infusions given by rate) is traced; then every segment saves at
+    every save time, as before."""
+    if any(isinstance(x, jax.core.Tracer) for x in (ts, *reg_arrays, cidx, t0)):
+        return None
+    try:
+        with jax.ensure_compile_time_eval():
+            def lag_f(m):
+                return (jnp.asarray(m.lag(), dtype=float), jnp.asarray(m.bioavailability(), dtype=float))
+            if any(ax == 0 for ax in jax.tree.leaves(m_axes)):
+                lag, F = jax.vmap(lag_f, in_axes=(m_axes,))(model)
+            else:
+                lag, F = lag_f(model)
+    except Exception:  # a model whose lag() needs tracing machinery: keep the safe path
+        return None
+    if isinstance(lag, jax.core.Tracer) or isinstance(F, jax.core.Tracer):
+        return None
+    time, amount, duration, by_rate = (np.asarray(a, dtype=float) for a in reg_arrays)
+    ts = np.asarray(ts, dtype=float)
+    if time.shape[-1] == 0:
+        return None
+    n = model.n_states
+    lag, F = np.asarray(lag, dtype=float).reshape(-1, n), np.asarray(F, dtype=float).reshape(-1, n)
+    b = max(time.shape[0] if time.ndim == 2 else 1, ts.shape[0] if ts.ndim == 2 else 1, lag.shape[0], F.shape[0])
+    lag, F = np.broadcast_to(lag, (b, n)), np.broadcast_to(F, (b, n))
+    cidx = np.broadcast_to(np.asarray(cidx), (b, time.shape[-1]))
+    time, duration, by_rate = (np.broadcast_to(a, cidx.shape) for a in (time, duration, by_rate))
+    t2 = np.broadcast_to(ts, (b, ts.shape[-1]))
+    t_final = t2[:, -1:]
+    t_ev = time + np.take_along_axis(lag, cidx, 1)
+    is_inf = duration > 0
+    eff_dur = np.where(is_inf, np.where(by_rate > 0, np.take_along_axis(F, cidx, 1) * duration, duration), 0.0)
+    with np.errstate(invalid="ignore"):
+        ends = np.clip(np.concatenate([t_ev, t_ev + eff_dur], axis=1), float(t0), t_final)
+    B = np.sort(np.concatenate([np.full((b, 1), float(t0)), ends, t_final, t_final], axis=1), axis=1)
+    if not np.isfinite(B).all():
+        return None
+    tol = 1e-9 * max(1.0, float(np.abs(B).max()), float(np.abs(t2).max()))
+    lo, hi = B[:, :-1] - tol, B[:, 1:] + tol
+    if ts.ndim == 1:
+        counts = np.searchsorted(ts, hi, side="right") - np.searchsorted(ts, lo, side="left")
+    else:
+        counts = np.stack([np.searchsorted(r, h, side="right") - np.searchsorted(r, l_, side="left")
+                           for r, l_, h in zip(t2, lo, hi)])
+    return max(1, int(counts.max()))
 
 
 def _take(tree, axes, idx):
@@ -273,7 +352,9 @@ def simulate(
     - `t0`: start of the simulation (default 0; the model is at `initial()` there).
     - `rtol`, `atol`: step tolerances of the adaptive controller.
     - `max_steps`: maximum solver steps per dosing interval.
-    - `solver`: any diffrax solver; default `default_solver(rtol, atol)` (stiff Kvaerno5).
+    - `solver`: any diffrax solver; default the model class's `default_solver(rtol, atol)`
+      if it defines one (a static or class method), else `default_solver(rtol, atol)`
+      (stiff Kvaerno5).
     - `adjoint`: `"reverse"` (default, for `jax.grad`), `"forward"` (for `jax.jacfwd`
       and `jax.jvp`), or a diffrax adjoint.
     - `obs_after_dose`: report an observation at a dose time after the dose (bool, or a
@@ -351,13 +432,21 @@ def simulate(
     cidx = regimen.resolve(type(model))
     reg_arrays = (regimen.time, regimen.amount, regimen.duration, regimen.by_rate)
     r_ax = 0 if r_batched else None
+    if solver is None:
+        # A model may declare its own default (e.g. an explicit solver for non-stiff PK,
+        # where Kvaerno5 costs ~14x the CPU of Tsit5 for the same steps:
+        # benchmarks/NOTES.md, 2026-11-24 section 2): a `default_solver(rtol, atol)`
+        # static or class method on the model class.
+        own = getattr(type(model), "default_solver", None)
+        solver = own(rtol, atol) if callable(own) else default_solver(rtol, atol)
     cfg = _Config(
-        solver=solver if solver is not None else default_solver(rtol, atol),
+        solver=solver,
         controller=dfx.PIDController(rtol=rtol, atol=atol),
         adjoint=_adjoint(adjoint),
         max_steps=int(max_steps),
         dt0=dt0,
         exact_save=bool(exact_save),
+        save_window=_save_window(model, m_axes, reg_arrays, cidx, ts, t0),
     )
     axes = (m_axes, (r_ax,) * 4, r_ax, 0 if t_batched else None, 0 if a_batched else None, i_ax)
     args = (model, reg_arrays, cidx, ts, after, invalid)

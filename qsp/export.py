@@ -1,6 +1,7 @@
 """Results out, in the formats colleagues use.
 
-- `tidy(result)`: a simulation (`qsp.Solution`) or a trial/results table as a tidy
+- `tidy(result)`: a simulation (`qsp.Solution`), a `qsp.vpop` `TrialResult` (its
+  `patients` table) or any results table as a tidy
   (long) DataFrame: one row per (id, time, variable) with a `value` column.
 - `write_tidy(result, path)`: that table as CSV (`.csv`) or Parquet (`.parquet`,
   needs pyarrow, which qsp does not install).
@@ -49,6 +50,8 @@ def tidy(result) -> pd.DataFrame:
             frames.append(pd.DataFrame({"id": np.repeat(np.arange(n), v.shape[1]), "time": ts_b.reshape(-1),
                                         "variable": k, "value": v.reshape(-1)}))
         return pd.concat(frames, ignore_index=True)
+    if not isinstance(result, pd.DataFrame) and isinstance(getattr(result, "patients", None), pd.DataFrame):
+        result = result.patients  # a qsp.vpop TrialResult: one row per (arm, patient)
     if isinstance(result, pd.DataFrame):
         value_cols = [c for c in result.columns if pd.api.types.is_float_dtype(result[c])]
         id_cols = [c for c in result.columns if c not in value_cols]
@@ -80,6 +83,8 @@ def to_xarray(result):
     over `(id, time, state)`), or a DataFrame's columns over `row`."""
     import xarray as xr
 
+    if not isinstance(result, pd.DataFrame) and hasattr(result, "to_xarray") and hasattr(result, "patients"):
+        return result.to_xarray()  # a qsp.vpop TrialResult
     if isinstance(result, pd.DataFrame):
         return xr.Dataset.from_dataframe(result.reset_index(drop=True).rename_axis("row"))
     if not _is_solution(result):

@@ -48,6 +48,11 @@ def test_tidy_trial_table():
     assert set(long.columns) == {"id", "arm", "variable", "value"}
     assert long.set_index(["id", "variable"]).loc[(1, "auc"), "value"] == 20.0
 
+    class Trial:  # the shape of qsp.vpop's TrialResult: a `patients` table
+        patients = table
+
+    pd.testing.assert_frame_equal(export.tidy(Trial()), long)
+
 
 def test_netcdf_round_trip(population, tmp_path):
     import xarray as xr

@@ -124,3 +124,21 @@ def test_noise_models_match_their_densities(boehm, dist, trans):
     got = float(other.nll(x))
     assert np.isfinite(want)
     assert abs(got - want) <= 1e-9 * abs(want)
+
+
+def test_bad_tables_name_the_field(tmp_path):
+    import shutil
+
+    src = DATA / "Boehm_JProteomeRes2014"
+    for f in src.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    obs = tmp_path / "observables_Boehm_JProteomeRes2014.tsv"
+    text = obs.read_text()
+    obs.write_text(text.replace("\tlin\tnormal", "\tlin\tcauchy", 1))
+    with pytest.raises(ValueError, match="observable 'pSTAT5A_rel': cauchy/lin is not a PEtab v1 noise model"):
+        petab_problem(tmp_path / "Boehm_JProteomeRes2014.yaml")
+    obs.write_text(text)
+    cond = tmp_path / "experimentalCondition_Boehm_JProteomeRes2014.tsv"
+    cond.write_text("conditionId\tconditionName\tnot_in_model\nmodel1_data1\tcondition1\t1.0\n")
+    with pytest.raises(ValueError, match="column 'not_in_model' is not a parameter, compartment or species"):
+        petab_problem(tmp_path / "Boehm_JProteomeRes2014.yaml")

@@ -34,10 +34,15 @@ METHODS = ("qsp_tsit5", "qsp_kvaerno5", "scipy_lsoda", "roadrunner_1p")
 
 
 def run(n=200, rtols=RTOLS, methods=METHODS, repeats=3, scipy_n=20, log=print):
+    import os
+
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().parents[1] / ".jax_cache"))
     import diffrax as dfx
+    import jax.numpy as jnp
 
     import qsp
     from benchmarks import population_suite as ps
@@ -61,7 +66,8 @@ def run(n=200, rtols=RTOLS, methods=METHODS, repeats=3, scipy_n=20, log=print):
             if name == "qsp_tsit5":
                 run_ = ps.qsp_method(case, m)
             elif name == "qsp_kvaerno5":
-                case.solver = qsp.default_solver(rtol, atol)
+                # array tolerances: traced, one compile for every rtol
+                case.solver = qsp.default_solver(jnp.asarray(rtol), jnp.asarray(atol))
                 run_ = ps.qsp_method(case, m)
                 case.solver = dfx.Tsit5()
             elif name == "scipy_lsoda":

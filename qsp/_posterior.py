@@ -18,8 +18,8 @@ with the fit's priors (flat on $\theta$ within bounds where none is given).
   never locks onto a period). It needs a positive definite Hessian at the fit.
 
 Chains run vmapped in one compiled call, from over-dispersed starts (the estimate
-plus twice the Laplace spread, or N(0, 1) on $u$ about the estimate when the Hessian
-is not usable).
+plus twice the Laplace spread; for NUTS with each SD capped at 2, or 0.5 when the
+Hessian is not usable).
 """
 
 from __future__ import annotations
@@ -84,21 +84,32 @@ def sample(result, *, method: str = "hmc", draws: int = 1000, warmup: int = 500,
             cov_u = None
     key = jax.random.PRNGKey(seed)
     k_init, k_chains = jax.random.split(key)
-    # Over-dispersed starts: the estimate plus twice the Laplace spread.
     z = jax.random.normal(k_init, (chains, u_hat.size))
-    U0 = u_hat + 2.0 * (z @ np.linalg.cholesky(cov_u).T if cov_u is not None else 0.5 * z)
     if method == "nuts":
         from ._nuts import run_chains
 
+        # Starts and first metric from the Laplace covariance with each SD capped at 2
+        # on the unconstrained scale: at a mode on a flat ridge (e.g. a Michaelis-Menten
+        # K_m far below the data) the Laplace SD can be ~70 log units, meaningless as a
+        # spread; 2 is Stan's uniform(-2, 2) initialisation width. Starts: the estimate
+        # plus twice that spread (over-dispersed, as R-hat assumes).
+        seed_cov = None
+        if cov_u is not None:
+            sd = np.sqrt(np.diag(cov_u))
+            cap = np.minimum(sd, 2.0)
+            seed_cov = cov_u / np.outer(sd, sd) * np.outer(cap, cap)
+        spread = np.linalg.cholesky(seed_cov) if seed_cov is not None else 0.5 * np.eye(u_hat.size)
+        U0 = u_hat + 2.0 * (z @ spread.T)
         us, stats = run_chains(lambda u: -U(u), U0, draws=int(draws), warmup=int(warmup), seed=seed + 1,
                                target_accept=target_accept, max_tree_depth=int(max_tree_depth),
-                               inverse_mass=None if cov_u is None else jnp.asarray(cov_u))
+                               inverse_mass=None if seed_cov is None else jnp.asarray(seed_cov))
         stats = {k: np.asarray(v) for k, v in stats.items()}
         return _idata(az, pb, us, stats)
     if cov_u is None:
         raise ValueError("the fit's Hessian is not positive definite; the HMC metric needs it "
                          "(use method='nuts', fix non-identifiable parameters or add priors).")
     L_inv = jnp.asarray(np.linalg.cholesky(cov_u))  # M^-1 = cov_u = L L^T; momentum p = L^-T z
+    U0 = u_hat + 2.0 * (z @ L_inv.T)  # over-dispersed starts: twice the Laplace spread
     grad_U = jax.grad(U)
 
     def kinetic(p):

@@ -24,12 +24,12 @@
 #    with EGF (MARM2 data, Fröhlich et al. 2023), with the model curve;
 # 2. the clinical-parameter cascade: steady-state ERK activity and tumour growth rate
 #    against each inhibitor's concentration;
-# 3. predicted clinical response for every combination (day-56 ORR, prevalence-weighted
+# 4. predicted clinical response for every combination (day-56 ORR, prevalence-weighted
 #    over Table S10's 1000 plausible patients), a waterfall and a spider plot of the best arm.
 #
-# **Not shown: xenograft arms.** The xenograft tier of this model (PDX fits, mouse PK)
-# has not been built yet (see `docs/STATUS.md`, issue 5), so the mouse step of the
-# translational chain is skipped here rather than invented.
+# 3. xenograft arms: six BRAF-mutant CRC patient-derived xenografts (PDXE, Gao et al.
+#    2015) under cetuximab, encorafenib, binimetinib and cetuximab + encorafenib, with
+#    the xenograft tier's shipped fit (`qsp.models.mapk.xenograft`);
 #
 # Size knob: `QSP_NOTEBOOK_SMALL=1` (40 patients, 4 arms, the default in vitro
 # parameters instead of the fit); figures go to `QSP_NOTEBOOK_FIGURES`.
@@ -47,6 +47,7 @@ from matplotlib.figure import Figure
 from qsp import plot
 from qsp.models import mapk
 from qsp.models.mapk import invitro
+from qsp.models.mapk import xenograft as xg
 
 SMALL = os.environ.get("QSP_NOTEBOOK_SMALL", "0") == "1"
 FIGURES = os.environ.get("QSP_NOTEBOOK_FIGURES", os.path.join("notebooks", "figures"))
@@ -132,6 +133,40 @@ ax1.legend(fontsize=7)
 fig.suptitle("Patient 122 at rest under constant single-agent exposure", fontsize=9)
 fig.tight_layout()
 save(fig, "mapk_cascade_dose_response.png")
+
+# %% [markdown]
+# ## Xenografts: the cascade's signal loss per arm against PDX growth
+#
+# Each drug is held at a constant exposure (the clinical average steady state of its
+# class surrogate: encorafenib -> the BRAF node, binimetinib -> the MEK node; a labelled
+# assumption of the tier, there is no mouse PK). The cascade at rest gives the fraction
+# of the proliferation signal each arm removes (`xg.arm_losses`); each PDX model has its
+# own growth and drug sensitivity (the shipped fit, `xg.load_fit()`). Points: measured
+# volumes to day 56; lines: the fit.
+
+# %%
+pdx = xg.load_pdxe()
+estimates, losses = xg.load_fit(), xg.arm_losses()
+print({arm: round(v, 3) for arm, v in losses.items()})
+models = list(dict.fromkeys(pdx["patient_id"]))
+fig = Figure(figsize=(10, 5.6))
+axes = fig.subplots(2, 3, sharex=True).ravel()
+for ax, m in zip(axes, models):
+    for j, arm in enumerate(xg.ARMS):
+        d = pdx[(pdx["patient_id"] == m) & (pdx["drug"] == arm)]
+        if d.empty:
+            continue
+        days = np.linspace(0.0, d["day"].max(), 50)
+        ax.plot(d["day"], d["volume_mm3"], "o", ms=3, color=f"C{j}", label=arm)
+        ax.plot(days, xg.predict(estimates, m, arm, days, losses), color=f"C{j}", lw=1.2)
+    ax.set_yscale("log")
+    ax.set_title(m, fontsize=9)
+    ax.set_xlabel("time (day)")
+    ax.set_ylabel("tumour volume (mm^3)")
+axes[0].legend(fontsize=6)
+fig.suptitle("BRAF-mutant CRC xenografts (PDXE): data and the xenograft-tier fit", fontsize=9)
+fig.tight_layout()
+save(fig, "mapk_xenograft.png")
 
 # %% [markdown]
 # ## Predicted clinical response for each combination

@@ -21,8 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = {
     "01_crs_step_up.py": ["crs_first_dose_il6.png", "crs_typical_patient.png", "crs_il6_bands.png",
                           "crs_bcells.png", "crs_incidence.png"],
-    "02_mapk.py": ["mapk_invitro_perk.png", "mapk_cascade_dose_response.png", "mapk_orr_by_arm.png",
-                   "mapk_waterfall.png", "mapk_spider.png"],
+    "02_mapk.py": ["mapk_invitro_perk.png", "mapk_cascade_dose_response.png", "mapk_xenograft.png",
+                   "mapk_orr_by_arm.png", "mapk_waterfall.png", "mapk_spider.png"],
     "03_clonal_resistance.py": ["clonal_invitro_surface.png", "clonal_dynamics.png", "clonal_ri_waterfall.png",
                                 "clonal_ttp_km.png"],
     "04_calibration_tour.py": ["calibration_obs_vs_pred.png", "calibration_residuals.png",

@@ -24,9 +24,12 @@ independent of `qsp.fit`'s optimiser, and the profile over `f_tiss`).
 
 **Result (2026-12-01, ours; `python -m qsp.models.tce.calibrate`).** Joint M3 maximum
 likelihood on the step-up arm: kIL6prod = 2.09, f_tiss at its bound 0 (< 1e-8),
-sigma_IL6 = 1.95; `qsp.fit` (BFGS, 4 starts, 300 steps) reaches it (see
-`CALIBRATION`). The old "non-convergence" (kIL6prod 2.1 in 60 steps) was this optimum:
-f_tiss runs to its bound, where the log-scale gradient vanishes. The profile over
+sigma_IL6 = 1.95 (`CALIBRATION`). The previous session's `qsp.fit` result (BFGS, 60
+steps: kIL6prod 2.10, f_tiss 8e-18, sigma 1.96) is this optimum: its "non-convergence"
+was f_tiss running to its bound, where the log-scale gradient vanishes, not a wrong
+kIL6prod. A fresh `calibrate_il6()` (4 starts, 300 steps) did not finish this session:
+the process died after ~70 min at load ~20 on the shared machine; re-run it with
+`python -m qsp.models.tce.calibrate` and compare with `CALIBRATION`. The profile over
 f_tiss is shallow (delta NLL 1.4 at Table 2's 4e-4), so the step-up data barely see
 tissue IL-6. Validation on the flat-60 arm (mean M3 NLL per point, sigma from the
 step-up fit): Table 2 (14, 4e-4) 4.59; joint fit (2.09, 0) 4.93, worse; kIL6prod 14

@@ -90,9 +90,11 @@ typical = TCECRS().replace(**{k: jnp.full(CHUNK, float(getattr(TCECRS(), k)))
 
 
 def simulate(model, regimen):
-    """The trial's settings (`trial.simulate_population`): stiff Kvaerno5 with a chord
-    root finder tuned for this model, interpolated saves."""
-    return qsp.simulate(model, regimen, jnp.asarray(ts), solver=solver(), max_steps=8192, exact_save=False)
+    """Exactly the trial's settings (`trial.simulate_population`: stiff Kvaerno5 with a
+    chord root finder tuned for this model, its tolerances, interpolated saves), so this
+    and the population runs share one compiled solve."""
+    return qsp.simulate(model, regimen, jnp.asarray(ts), solver=solver(trial.RTOL, trial.ATOL), rtol=trial.RTOL,
+                        atol=trial.ATOL, max_steps=8192, exact_save=False)
 
 
 # %% [markdown]

@@ -89,8 +89,8 @@ def save_times(v):
 
 
 def uniforms(seed: int, n: int) -> np.ndarray:
-    """The trial's per-patient uniforms for the CRS grade draw (`trial.run`)."""
-    return np.asarray(jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1), (int(n),)))
+    """The trial's per-patient uniforms for the CRS grade draw (`trial.crs_uniforms`)."""
+    return trial.crs_uniforms(int(n), int(seed))
 
 
 def endpoints(pop, u, v, temperature=None):

@@ -27,9 +27,11 @@ likelihood on the step-up arm: kIL6prod = 2.09, f_tiss at its bound 0 (< 1e-8),
 sigma_IL6 = 1.95 (`CALIBRATION`). The previous session's `qsp.fit` result (BFGS, 60
 steps: kIL6prod 2.10, f_tiss 8e-18, sigma 1.96) is this optimum: its "non-convergence"
 was f_tiss running to its bound, where the log-scale gradient vanishes, not a wrong
-kIL6prod. A fresh `calibrate_il6()` (4 starts, 300 steps) did not finish this session:
-the process died after ~70 min at load ~20 on the shared machine; re-run it with
-`python -m qsp.models.tce.calibrate` and compare with `CALIBRATION`. The profile over
+kIL6prod. `calibrate_il6(starts=1, max_steps=150)` from the Table 2 values converged
+(2026-12-01, 552 s wall at load ~6): kIL6prod 2.0936479 and sigma 1.9502214 (both within
+3e-8 of the exact optimum), NLL 134.5696118 (exact 134.5696116), f_tiss 4e-18 (bound),
+`converged=True`, `hessian_ok=False` (f_tiss at the bound: no SEs). A 4-start, 300-step
+run died unfinished after ~70 min at load ~20. The profile over
 f_tiss is shallow (delta NLL 1.4 at Table 2's 4e-4), so the step-up data barely see
 tissue IL-6. Validation on the flat-60 arm (mean M3 NLL per point, sigma from the
 step-up fit): Table 2 (14, 4e-4) 4.59; joint fit (2.09, 0) 4.93, worse; kIL6prod 14

@@ -192,6 +192,7 @@ def test_sbml_writer_reproduces_the_rhs():
         np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_population_suite_smoke(tmp_path):
     """The issue-8 suite's runner at N = 4 (qsp and the scipy loop on pk2cmt): the
     correctness gate passes, cells carry the keys the tables and figures need, and

@@ -68,7 +68,16 @@ def test_image_check_rejects_a_blank_figure(tmp_path):
         check_image(path)
 
 
-@pytest.mark.parametrize("notebook", sorted(FIGURES))
+# The clonal notebook (about 15 s) runs in the default tier; the other four compile the
+# CRS, MAPK, ODE-fit and trial machinery (35-150 s each on 2 cores) and run in the slow
+# tier (`pytest -m slow`), which we run before each landing.
+FAST_NOTEBOOKS = {"03_clonal_resistance.py"}
+
+
+@pytest.mark.parametrize(
+    "notebook",
+    [nb if nb in FAST_NOTEBOOKS else pytest.param(nb, marks=pytest.mark.slow) for nb in sorted(FIGURES)],
+)
 def test_notebook_runs_small_and_writes_figures(notebook, tmp_path, monkeypatch):
     figures = tmp_path / "figures"
     monkeypatch.setenv("QSP_NOTEBOOK_SMALL", "1")

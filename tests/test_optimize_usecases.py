@@ -65,6 +65,7 @@ def test_crs_shipped_optimum_is_feasible_on_a_fresh_population(fresh):
     assert opt["p_crs2"] <= lab["p_crs2"]
 
 
+@pytest.mark.slow
 def test_crs_gradient_through_doses_and_days_matches_finite_differences():
     """Reverse-mode gradient of the relaxed endpoints (T = 0.05) w.r.t. d1, d2, d3 and
     the two gaps (days: segment boundaries and save times move) against central
@@ -84,6 +85,7 @@ def test_crs_gradient_through_doses_and_days_matches_finite_differences():
             assert g[i] == pytest.approx(fd, rel=1e-4, abs=1e-9), (key, list(TO.FREE)[i])
 
 
+@pytest.mark.slow
 def test_cli_optimize_crs_short_run(tmp_path, capsys):
     """`qsp optimize crs` end to end on 2 patients with a 2-step search: the CSV has the
     label and one optimum per level, feasibility flags agree with the exact
@@ -172,6 +174,7 @@ def test_clonal_optimum_respects_exposure_limits_and_beats_label(clonal_small):
 # -- MAPK ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mapk_short_search_is_feasible_and_exact_orr_is_the_trial_rule():
     """Short search (8 patients, vemurafenib + cobimetinib + cetuximab, toxicity budget
     2): the exact re-check at the optimum is feasible (toxicity proxy = sum of dose /

@@ -87,6 +87,7 @@ def nuts_run():
 NAMES = {"k_a": "k_a", "K_m": "K_m", "V_m": "V_m", "sigma_C": "sigma"}
 
 
+@pytest.mark.slow
 def test_nuts_matches_posteriordb_reference(nuts_run):
     idata, ref = nuts_run
     assert idata.posterior.sizes["chain"] == 4 and idata.posterior.sizes["draw"] == 1000

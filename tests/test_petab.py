@@ -73,6 +73,7 @@ def test_cli_bad_input_one_line(tmp_path, capsys):
     assert "--starts 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fit_gradient_matches_finite_differences(boehm):
     # The objective `qsp.fit`'s optimizer differentiates: forward sensitivities through
     # `_fwd_grad`, on the unconstrained scale. Central differences, h = 1e-4.
@@ -85,6 +86,7 @@ def test_fit_gradient_matches_finite_differences(boehm):
     np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-4 * np.max(np.abs(fd)))
 
 
+@pytest.mark.slow
 def test_fit_from_nominal_neighbourhood_reaches_published_best(boehm):
     # Start 0.1 log10 units (a factor 1.26) away from the published best parameters
     # in alternating directions; the fit must reach the published best objective

@@ -273,16 +273,36 @@ def _save_window(model, m_axes, reg_arrays, cidx, ts, t0) -> int | None:
     cidx = np.broadcast_to(np.asarray(cidx), (b, time.shape[-1]))
     time, duration, by_rate = (np.broadcast_to(a, cidx.shape) for a in (time, duration, by_rate))
     t2 = np.broadcast_to(ts, (b, ts.shape[-1]))
+    # Breakpoints lie in [t0, t_final], so this is 1e-9 x max(1, |B|, |ts|) of every row.
+    tol = 1e-9 * max(1.0, abs(float(t0)), float(np.abs(ts).max()))
+    # In blocks of rows: each array below is (rows, ~2 n_events) floats, about 3 kB per
+    # patient with 28 doses, so all rows at once held ~3 GB for 1e6 patients
+    # (benchmarks/NOTES.md section 12).
+    window = 1
+    for r0 in range(0, b, _SAVE_WINDOW_ROWS):
+        sl = slice(r0, r0 + _SAVE_WINDOW_ROWS)
+        w = _save_window_rows(lag[sl], F[sl], cidx[sl], time[sl], duration[sl], by_rate[sl], t2[sl], ts, t0, tol)
+        if w is None:
+            return None
+        window = max(window, w)
+    return window
+
+
+_SAVE_WINDOW_ROWS = 8192
+
+
+def _save_window_rows(lag, F, cidx, time, duration, by_rate, t2, ts, t0, tol) -> int | None:
+    """`_save_window` for one block of rows (patients)."""
+    m = cidx.shape[0]
     t_final = t2[:, -1:]
     t_ev = time + np.take_along_axis(lag, cidx, 1)
     is_inf = duration > 0
     eff_dur = np.where(is_inf, np.where(by_rate > 0, np.take_along_axis(F, cidx, 1) * duration, duration), 0.0)
     with np.errstate(invalid="ignore"):
         ends = np.clip(np.concatenate([t_ev, t_ev + eff_dur], axis=1), float(t0), t_final)
-    B = np.sort(np.concatenate([np.full((b, 1), float(t0)), ends, t_final, t_final], axis=1), axis=1)
+    B = np.sort(np.concatenate([np.full((m, 1), float(t0)), ends, t_final, t_final], axis=1), axis=1)
     if not np.isfinite(B).all():
         return None
-    tol = 1e-9 * max(1.0, float(np.abs(B).max()), float(np.abs(t2).max()))
     lo, hi = B[:, :-1] - tol, B[:, 1:] + tol
     if ts.ndim == 1:
         counts = np.searchsorted(ts, hi, side="right") - np.searchsorted(ts, lo, side="left")

@@ -214,3 +214,31 @@ def test_population_suite_smoke(tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 0
     scripts = {s[0] for s in run_all.steps(quick=False)}
     assert {"population_suite.py", "gradient_population.py", "work_precision.py"} <= scripts
+
+
+def test_save_window_in_row_blocks_is_the_one_pass_window(monkeypatch):
+    """`_save_window` counts its rows (patients) in blocks so a 1e6-patient population
+    does not build ~3 GB of host arrays at once (benchmarks/NOTES.md section 12). The
+    blocked count must be the one-pass count, wherever the widest segment sits: here
+    only the last patient (doses at 0, 30, 60 h) has a 30 h segment owning 11 save
+    times (30, 33, ..., 60 h); the others (q12h to 60 h, save times to 72 h) own at most
+    5 (12 h / 3 h + 1)."""
+    import jax.numpy as jnp
+
+    import qsp
+    import qsp._simulate as S
+    from models.pk import pk2cmt
+
+    model = S._as_arrays(pk2cmt(CL=jnp.linspace(0.7, 1.6, 5), ALAG1=jnp.array([0.0, 0.5, 1.0, 0.0, 0.0])))
+    regs = [qsp.Regimen.bolus(100.0, time=12.0 * np.arange(6), cmt="DEPOT")] * 4
+    reg = qsp.Regimen.stack(regs + [qsp.Regimen.bolus(100.0, time=[0.0, 30.0, 60.0], cmt="DEPOT")])
+    ts = jnp.arange(0.0, 72.0 + 1e-9, 3.0)
+
+    def window():
+        return S._save_window(model, S._batch_axes(model)[0], (reg.time, reg.amount, reg.duration, reg.by_rate),
+                              reg.resolve(pk2cmt), ts, 0.0)
+
+    one_pass = window()
+    for rows in (1, 2, 3):
+        monkeypatch.setattr(S, "_SAVE_WINDOW_ROWS", rows)
+        assert window() == one_pass == 11

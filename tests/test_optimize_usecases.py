@@ -150,9 +150,30 @@ def test_clonal_exact_ttp_matches_trial_and_relaxation_converges(clonal_small):
     np.testing.assert_allclose(relaxed, ref, atol=0.5)
 
 
-@pytest.mark.skip(reason="the clonal evaluation hung in an XLA CPU execute (every thread idle, no CPU "
-                  "used) in 3 of 5 runs under load ~22 on the shared box (docs/STATUS.md hazard); these checks "
-                  "held in a completed run with seed 0; unskip when the deadlock is understood")
+def test_clonal_evaluation_factorises_one_matrix_per_patient(clonal_small):
+    """Regression guard for the hang of the clonal search (docs/STATUS.md, issue 11):
+    under jit the uniform hourly grid must take `pk_on_grid`'s one-exponential branch.
+    The per-step branch factorised 4 x 1344 6x6 matrices; jaxlib splits a LAPACK batch
+    of >= 2e5 flop over the XLA CPU pool and blocks the calling worker, so two such
+    calls at once deadlocked the 2-thread pool. Every LAPACK call in the lowered
+    gradient of the search's endpoints must have a batch of at most the 4 patients."""
+    import re
+
+    ev = CO.make_evaluate(clonal_small, 12.0, 24.0, 8.0, CO.label_limits(8.0))
+
+    def f(x):
+        e = ev(None, {"osi_mg": x[0], "daco_mg": x[1]}, 0.05)
+        return e["mean_ttp"] + sum(v for k, v in e.items() if k.endswith("_ratio"))
+
+    text = jax.jit(jax.grad(f)).lower(jnp.asarray([40.0, 15.0])).as_text()
+    calls = re.findall(r"custom_call @(lapack_\w+)\(.*?\) .*?: \(tensor<((?:\d+x)+)f64>", text)
+    assert calls, "no LAPACK call found: the check no longer sees the exponential"
+    for name, dims in calls:
+        shape = [int(d) for d in dims.rstrip("x").split("x")]
+        assert int(np.prod(shape[:-2])) <= 4, (name, shape)
+
+
+@pytest.mark.slow
 def test_clonal_optimum_respects_exposure_limits_and_beats_label(clonal_small):
     """Short search (BID osimertinib + QD dacomitinib, 4 patients): the optimum is
     feasible under the exact endpoints (all four exposure ratios <= 1), its mean TTP is

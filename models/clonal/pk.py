@@ -223,11 +223,18 @@ def pk_on_grid(model: AbstractOsiDacoPK, ts, osi_mg, daco_mg):
     **Returns:** amounts `(len(ts), 6)`: the state at each `ts[i]` *before* the dose
     given at `ts[i]` (concentrations are continuous across oral doses anyway).
     A uniform grid uses a single exponential."""
+    # Uniformity is read from the concrete input, before any jnp op: under jit every
+    # jnp result is a tracer, so testing after `jnp.asarray` took the per-step branch,
+    # a batch of len(ts) 6x6 LU factorisations per patient. Such batches (batch x 216
+    # >= 2e5 flop) are split by jaxlib's LAPACK kernels over the XLA CPU pool, whose
+    # workers then block waiting: two concurrently and the pool deadlocks (issue 11).
+    uniform = False
+    if not isinstance(ts, jax.core.Tracer):
+        dt_np = np.diff(np.asarray(ts, dtype=float))
+        uniform = dt_np.size > 0 and np.allclose(dt_np, dt_np[0], rtol=1e-12, atol=0.0)
     ts = jnp.asarray(ts, dtype=float)
     K = model.pk_matrix()
     dts = jnp.diff(ts)
-    uniform = not isinstance(ts, jax.core.Tracer) and np.allclose(np.diff(np.asarray(ts)), float(dts[0]),
-                                                                 rtol=1e-12, atol=0.0)
     if uniform:
         E = jax.scipy.linalg.expm(K * dts[0])
         Es = jnp.broadcast_to(E, (dts.shape[0], 6, 6))

@@ -33,6 +33,7 @@ from ._profile import Profile as Profile, profile as profile
 from ._regimen_opt import Free as Free, RegimenFamily as RegimenFamily, exceeds as exceeds, fraction_exceeding as fraction_exceeding, soft_max as soft_max
 from ._sbml_api import load_sbml as load_sbml, simulate_sbml as simulate_sbml
 from ._petab import PetabProblem as PetabProblem, petab_problem as petab_problem
+from ._rosenbrock import Rodas4 as Rodas4
 from ._regimen_search import OptimizeResult as OptimizeResult, ParetoFront as ParetoFront, optimize as optimize, pareto as pareto
 from ._simulate import default_solver as default_solver, simulate as simulate
 from ._solution import Solution as Solution, Status as Status

@@ -16,9 +16,11 @@ chunk's result on the host and returns them as one array, so the returned
 `Solution` alone is N x n_ts x (n_states + n_outputs) x 8 bytes (plus status and
 steps). Two save grids separate what the chunks cost from what the answer costs:
 
-- `all`: the workload's 85 save times (every 4 h): 85 x (3 + 1) x 8 = 2.7 kB per
-  patient, 2.7 GB of results at N = 1e6;
-- `few`: 3 save times (24 h, 168 h, 336 h): 96 B per patient, 96 MB at N = 1e6.
+- `all`: the workload's 85 save times (every 4 h): 85 x (3 states + 4 outputs: CP,
+  DEPOT, CENT, PERIPH) x 8 = 4.8 kB per patient, 4.4 GiB of results at N = 1e6, more
+  than the 4 GB target by itself;
+- `few`: 3 save times (24 h, 168 h, 336 h): 3 x 7 x 8 B + status and steps = 184 B
+  per patient, 176 MiB at N = 1e6.
 
 Each (N, saves) runs in a fresh process, so its peak is its own: the process's
 high-water mark of resident memory (VmHWM, the whole process: Python, JAX, XLA,

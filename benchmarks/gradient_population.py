@@ -266,7 +266,7 @@ def main(argv=None):
     ap.add_argument("--workload", default="pk2cmt", help="pk2cmt, crs or both (comma-separated)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--methods", default="jacfwd,reverse",
+    ap.add_argument("--methods", default="reverse,reverse_ckpt64,jacfwd_patients",
                     help="comma-separated: jacfwd, jacfwd_patients, reverse, reverse_ckpt<K> (e.g. reverse_ckpt64)")
     ap.add_argument("--solver", default="model",
                     help="model (the workload's: Tsit5 for pk2cmt, Kvaerno5 + Chord for crs) or kvaerno5")

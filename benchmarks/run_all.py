@@ -35,6 +35,7 @@ def steps(quick: bool) -> list[list[str]]:
              "--out", f"gradient_population_cpu{q}"],
             ["work_precision.py", "--n", "8", "--rtols", "1e-4,1e-6", "--repeats", "1", "--scipy-n", "2",
              "--out", f"work_precision_pk2cmt_cpu{q}"],
+            ["memory_population.py", "--n", "2000", "--saves", "few", "--out", f"memory_population_cpu{q}"],
         ]
     return [
         ["population_suite.py", "--workload", "pk2cmt", "--n", "100,1000,10000"],
@@ -42,6 +43,8 @@ def steps(quick: bool) -> list[list[str]]:
         ["gradient_population.py", "--workload", "pk2cmt,crs", "--n", "1000"],
         ["work_precision.py", "--n", "200"],
         ["pk2cmt_population.py"],
+        ["memory_population.py", "--n", "10000,100000,1000000", "--saves", "few"],
+        ["memory_population.py", "--n", "10000,100000", "--saves", "all", "--out", "memory_population_cpu_85saves"],
     ]
 
 

@@ -62,7 +62,28 @@ def _closed_form(pop, w, ts, k):
                      for i in range(k)])
 
 
-def child(n, saves, batch_size):
+def _streamed(sim_rows, n, batch_size, path):
+    """Caller-side chunks: one `qsp.simulate` per `batch_size` patients (the last chunk
+    padded by repeating its final patient, so every call has one shape and one
+    compile), each chunk's states and outputs appended to the file `path` as float64
+    rows (patient-major: states (n_ts x 3), then outputs in sorted-name order), only
+    status and steps kept in memory. Returns (status, steps, output names)."""
+    status, steps = np.empty(n, np.int64), np.empty(n, np.int64)
+    with open(path, "wb") as fh:
+        for start in range(0, n, batch_size):
+            idx = np.minimum(np.arange(start, start + batch_size), n - 1)
+            sol = sim_rows(idx)
+            m = min(batch_size, n - start)
+            names = sorted(sol.outputs)
+            states = np.asarray(sol.states)[:m].reshape(m, -1)
+            outs = np.stack([np.asarray(sol.outputs[k])[:m] for k in names], axis=-1).reshape(m, -1)
+            fh.write(np.concatenate([states, outs], axis=1).tobytes())
+            status[start:start + m] = np.asarray(sol.status)[:m]
+            steps[start:start + m] = np.asarray(sol.num_steps)[:m]
+    return status, steps, names
+
+
+def child(n, saves, batch_size, stream=False):
     """One measurement in this process; returns a dict (printed as JSON by `main`)."""
     import jax
 
@@ -89,22 +110,39 @@ def child(n, saves, batch_size):
     compile_s, compile_cpu = _env.timer() - t, _env.cpu_seconds() - c
     del warm
     peak_warm = (_env._status_kib("VmHWM") or 0) / 1024
+    k = min(20, n)
     with _env.PeakMemory() as pm:
         t, c = _env.timer(), _env.cpu_seconds()
-        sol = sim(n)
-        jax.block_until_ready(sol.states)
-        wall, cpu = _env.timer() - t, _env.cpu_seconds() - c
-        result_bytes = sum(int(np.asarray(x).nbytes) for x in
-                           (sol.states, sol.status, sol.num_steps, *sol.outputs.values()))
-    status = np.asarray(sol.status)
-    steps = np.asarray(sol.num_steps)
-    k = min(20, n)
+        if stream:
+            import tempfile
+
+            def sim_rows(idx):
+                model = pk2cmt().replace(**{q: pop[q][idx] for q in PARAMS})
+                return qsp.simulate(model, reg, ts, rtol=w.rtol, atol=w.atol, solver=dfx.Tsit5(),
+                                    max_steps=16384, batch_size=None)
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "population.f64"
+                status, steps, names = _streamed(sim_rows, n, batch_size, path)
+                wall, cpu = _env.timer() - t, _env.cpu_seconds() - c
+                result_bytes = path.stat().st_size + status.nbytes + steps.nbytes
+                width = len(ts) * (3 + len(names))
+                head = np.fromfile(path, dtype=np.float64, count=k * width).reshape(k, width)
+                cp = head[:, len(ts) * 3:].reshape(k, len(ts), len(names))[:, :, names.index("CP")]
+            n_outputs = len(names)
+        else:
+            sol = sim(n)
+            jax.block_until_ready(sol.states)
+            wall, cpu = _env.timer() - t, _env.cpu_seconds() - c
+            result_bytes = sum(int(np.asarray(x).nbytes) for x in
+                               (sol.states, sol.status, sol.num_steps, *sol.outputs.values()))
+            status, steps = np.asarray(sol.status), np.asarray(sol.num_steps)
+            cp, n_outputs = np.asarray(sol.outputs["CP"][:k]), len(sol.outputs)
     ref = _closed_form(pop, w, ts, k)
-    cp = np.asarray(sol.outputs["CP"][:k])
     rel = float(np.max(np.abs(cp - ref)) / np.max(np.abs(ref)))
     return {
-        "n": n, "saves": saves, "n_ts": int(len(ts)), "batch_size": batch_size,
-        "n_states": 3, "n_outputs": len(sol.outputs),
+        "n": n, "saves": saves, "n_ts": int(len(ts)), "batch_size": batch_size, "stream": bool(stream),
+        "n_states": 3, "n_outputs": n_outputs,
         "wall_s": wall, "cpu_s": cpu, "patients_per_s": n / wall,
         "compile_and_first_chunk_s": compile_s, "compile_and_first_chunk_cpu_s": compile_cpu,
         "rss_before_mib": round(pm.rss_before_mib, 1),
@@ -118,11 +156,12 @@ def child(n, saves, batch_size):
     }
 
 
-def run(ns, saves_list, batch_size, timeout_s, log=print):
+def run(ns, saves_list, batch_size, timeout_s, stream=False, log=print):
     rows = []
     for saves in saves_list:
         for n in ns:
             cmd = [sys.executable, __file__, "--child", str(n), "--saves", saves, "--batch-size", str(batch_size)]
+            cmd += ["--stream"] if stream else []
             log(f"[memory] N={n} saves={saves}: load {_env.load_average()}")
             try:
                 p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -148,8 +187,10 @@ def to_markdown(res) -> str:
     lines = ["# memory_population", "",
              f"{m['time_utc']}, {m['cpu_model']}, {m['cpu_affinity']} cores, {m['ram_gib']} GiB RAM, "
              f"git {str(m['git_commit'])[:8]}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v), "",
-             "pk2cmt, 28 oral doses q12h, Tsit5 rtol 1e-6 / atol 1e-9, `qsp.simulate(..., batch_size="
-             f"{res['batch_size']})`, each row a fresh process. Peak RSS: the whole process's high-water "
+             "pk2cmt, 28 oral doses q12h, Tsit5 rtol 1e-6 / atol 1e-9, "
+             + (f"caller-side chunks of {res['batch_size']} (one `qsp.simulate` each, results appended to "
+                "a file: the results column is the file)" if res.get("stream") else
+                f"`qsp.simulate(..., batch_size={res['batch_size']})`") + ", each row a fresh process. Peak RSS: the whole process's high-water "
              "mark (VmHWM) during the N-patient call; after warm-up: the same mark after the compiling "
              "call at N = 1,024. Results: the returned arrays (states, outputs, status, steps).", "",
              "| N | save times | wall s | patients/s | CPU s | peak RSS MiB | peak after warm-up MiB | results MiB "
@@ -176,14 +217,17 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per (N, saves) process")
     ap.add_argument("--out", default="memory_population_cpu")
+    ap.add_argument("--stream", action="store_true",
+                    help="caller-side chunks: one qsp.simulate per chunk, results appended to a file")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child is not None:
-        print(json.dumps(child(a.child, a.saves, a.batch_size)))
+        print(json.dumps(child(a.child, a.saves, a.batch_size, a.stream)))
         return 0
     sampler = _env.LoadSampler().start()
-    rows = run([int(x) for x in a.n.split(",")], a.saves.split(","), a.batch_size, a.timeout)
+    rows = run([int(x) for x in a.n.split(",")], a.saves.split(","), a.batch_size, a.timeout, a.stream)
     res = {"benchmark": "memory_population", "machine": _env.machine_info(), "batch_size": a.batch_size,
+           "stream": a.stream,
            "few_ts": list(FEW_TS), "rows": rows, "load": sampler.stop(), "limit_mib_gb": LIMIT_GB_MIB}
     ok = [r for r in rows if "error" not in r]
     res["max_peak_rss_mib"] = max((r["peak_rss_run_mib"] for r in ok), default=None)

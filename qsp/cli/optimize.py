@@ -17,8 +17,8 @@ CRS_HELP = """\
 The family: cycle-1 doses d1/d2/d3 (mg) on day 1, day 1+gap2 and day 1+gap2+gap3;
 later cycles as the label (60 mg C2D1, 30 mg from C3D1). The label is 1/2/60 mg with
 gaps 7/7. P(CRS >= 2) uses the trial's CRS link on the largest cycle-1 IL-6 (ours,
-calibrated to the label's incidence); tumour response is the mean log tumour burden at
-C2D1 relative to baseline. regimens.csv has one row per regimen (label, then the
+calibrated to the label's incidence); tumour response is the log of the mean tumour
+burden at C2D1 relative to baseline. regimens.csv has one row per regimen (label, then the
 optimum at each level): exact endpoints on the training population and, with the
 suffix _fresh, on the fresh one.
 """
@@ -41,7 +41,7 @@ def add_parser(sub):
                    help="response levels: tumour burden at C2D1 allowed, as multiples of the label's "
                    "(default '1,1.5,2.5'; must include 1, the chosen regimen)")
     c.add_argument("--margin", type=float, default=0.05,
-                   help="extra log tumour reduction required on the training population (default 0.05)")
+                   help="log mean tumour burden required below the label's on the training population (default 0.05)")
     c.add_argument("--temperature", type=float, default=0.05, help="relaxation temperature (default 0.05)")
     c.add_argument("--outer", type=int, default=3, help="augmented-Lagrangian iterations (default 3)")
     c.add_argument("--steps", type=int, default=15, help="BFGS steps per iteration (default 15)")
@@ -113,7 +113,7 @@ def plot_front(table, path: str):
         ax.annotate(f"chosen: {r['spec']}", (np.exp(r["tumor_c2d1"]), 100 * r["p_crs2_expected"]), fontsize=8,
                     xytext=(8, 8), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("geometric mean tumour burden at C2D1 (fraction of baseline)")
+    ax.set_xlabel("mean tumour burden at C2D1 (fraction of baseline)")
     ax.set_ylabel("expected P(CRS grade >= 2) (%)")
     ax.set_title("Mosunetuzumab cycle-1 step-up: benefit/risk front", fontsize=10)
     ax.legend(fontsize=7)

@@ -19,7 +19,7 @@ iteration. Compared with an ESDIRK (`diffrax.Kvaerno5` + a chord root finder) it
 evaluates f a fixed 7 times per step and has no inner `while` loop; under `jax.vmap`
 the inner loop is what makes a population step in lock-step twice over (every
 patient pays the most Newton iterations of any patient, in every stage), and on CPU
-its many small operations are where the time goes (benchmarks/NOTES.md, section 11).
+its many small operations are where the time goes (benchmarks/NOTES.md, section 13).
 The price: the Jacobian must be exact (it is: forward-mode autodiff), and a step costs
 one Jacobian and one LU factorisation whatever happens.
 

@@ -42,7 +42,7 @@ Kvaerno5, with the cycle-1 IL-6 peaks within 2e-6 relative, 8 patients, label), 
 reverse-mode gradients through the explicit solver compiled in 93 s against 767 s
 for Kvaerno5 on this shared 2-core machine (16 patients, 84 days). The exact
 re-check (`exact_endpoints`) uses the same model and grid without relaxations;
-`trial_check` re-runs the regimens through the trial's own solver (Kvaerno5) over 4
+`trial_check` re-runs the regimens through the trial's own solver (`model.solver`) over 4
 cycles and reports the trial endpoints (`frac_shrink50_d84`).
 """
 
@@ -128,7 +128,7 @@ def exact_endpoints(pop, u, values) -> dict:
 
 
 def trial_endpoints(pop, u, values, chunk: int = 4) -> dict:
-    """The regimen of `values` over 4 cycles through the trial's solver (Kvaerno5, dense
+    """The regimen of `values` over 4 cycles through the trial's solver (`model.solver`, dense
     saves after every actual dose day): P(CRS >= 2) with the trial's draws `u`, and
     the fraction with >= 50% tumour shrinkage at day 84."""
     reg = regimen(values, 4)

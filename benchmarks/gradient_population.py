@@ -1,5 +1,5 @@
-"""Gradient of a population loss w.r.t. 10 population parameters: reverse mode against
-forward solves and central finite differences (issue 8).
+"""Gradient of a population loss w.r.t. 10 population parameters: reverse and forward
+mode against forward solves and central finite differences (issue 8).
 
 ```bash
 .venv/bin/python benchmarks/gradient_population.py --workload pk2cmt --n 1000
@@ -28,8 +28,8 @@ evaluation = one population solve), and the gradient methods chosen with `--meth
   pk2cmt, 11 for crs) instead of one per population parameter, then the chain rule
   (see `per_patient_forward`);
 
-(`--solver kvaerno5` swaps pk2cmt's Tsit5 for qsp's default implicit solver), and
-`central FD` = the 20 forward evaluations of the check (summed). Check: each
+and `central FD` = the 20 forward evaluations of the check (summed). `--solver
+kvaerno5` swaps pk2cmt's Tsit5 for qsp's default implicit solver. Check: each
 gradient against central differences with step 1e-4 in $\theta$ (max absolute
 difference over the 10 components, relative to the largest |FD component|).
 """

@@ -17,6 +17,7 @@ just after it (a NONMEM observation record placed after the dose record).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -40,6 +41,35 @@ def default_solver(rtol: float, atol: float) -> dfx.AbstractSolver:
     Chord at the step tolerances is 5-8x faster at equal accuracy
     (`shared/references/performance-baseline.md`, section 6.1)."""
     return dfx.Kvaerno5(root_finder=optx.Chord(rtol=rtol, atol=atol))
+
+
+@contextlib.contextmanager
+def _checks_without_callbacks():
+    """Trace the solve with equinox's runtime checks as NaN-producing selects instead of
+    host callbacks.
+
+    diffrax checks traced `SaveAt(ts=...)` (sorted, inside [t0, t1]) with
+    `eqx.error_if`, which by default embeds a Python host callback; JAX's persistent
+    compilation cache refuses to store any program that holds one ("uses host
+    callbacks"), so every run recompiled (1-2 minutes for the CRS trial). The save
+    times each segment passes are clipped to its interval and sorted by construction,
+    and a NaN would be reported as a failed patient (`Status`), not raised: the raising
+    form buys nothing here. A user's explicit `EQX_ON_ERROR` setting is left alone, and
+    so is anything traced outside `simulate`."""
+    try:
+        from equinox import _errors as eqx_errors  # private: guarded, falls back to default
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    old = getattr(eqx_errors, "EQX_ON_ERROR", None)
+    if old != "raise":
+        yield
+        return
+    eqx_errors.EQX_ON_ERROR = "nan"
+    try:
+        yield
+    finally:
+        eqx_errors.EQX_ON_ERROR = old
 
 
 def _adjoint(adjoint):
@@ -473,7 +503,9 @@ def simulate(
     t0_ = jnp.asarray(t0, dtype=float)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args))
     if batch is None or traced or batch_size is None or batch <= batch_size:
-        ys, outs, status, steps = _run(*args, t0_, cfg, axes)
+        with _checks_without_callbacks():
+            ys, outs, status, steps = _run(*args, t0_, cfg, axes)
     else:
-        ys, outs, status, steps = _run_chunked(args, axes, batch, int(batch_size), t0_, cfg)
+        with _checks_without_callbacks():
+            ys, outs, status, steps = _run_chunked(args, axes, batch, int(batch_size), t0_, cfg)
     return Solution(ts=ts, states=ys, outputs=outs, status=status, num_steps=steps, state_names=tuple(model.states))

@@ -35,8 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _compilation_cache():
+    """Keep compiled solves between runs of the command (JAX's persistent compilation
+    cache), so only the first `qsp trial crs` pays the 1-2 minute compile. The
+    directory is `$JAX_COMPILATION_CACHE_DIR` if set (JAX reads it itself), else
+    `$XDG_CACHE_HOME/qsp/jax` (default `~/.cache/qsp/jax`); `QSP_NO_CACHE=1` turns it
+    off. A library import never does this: only the command line."""
+    if os.environ.get("QSP_NO_CACHE") == "1" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    jax.config.update("jax_compilation_cache_dir", os.path.join(root, "qsp", "jax"))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _compilation_cache()
     parser = build_parser()
     if not argv:
         argv = ["main"]

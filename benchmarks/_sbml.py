@@ -184,15 +184,20 @@ class _Writer:
         return out
 
 
-def rhs_rules(model, names):
+def rhs_rules(model, names, fields=None, p0=None):
     """(rules, rate expressions): assignment rules and one rate expression per state
-    for `model.rhs(t, y)` with the parameters `names` as free symbols `p<j>`."""
+    for `model.rhs(t, y)` with the parameters `names` as free symbols `p<j>`.
+    `fields(p)` (optional) maps the parameter vector to model fields, for vector-valued
+    fields; `p0` is then the default vector."""
     n = model.n_states
+    fields = fields or (lambda p: dict(zip(names, p)))
 
     def f(t, y, p):
-        return jnp.asarray(model.replace(**dict(zip(names, p))).rhs(t, y), dtype=float)
+        return jnp.asarray(model.replace(**fields(p)).rhs(t, y), dtype=float)
 
-    p0 = jnp.asarray([float(np.asarray(getattr(model, k))) for k in names])
+    if p0 is None:
+        p0 = [float(np.asarray(getattr(model, k))) for k in names]
+    p0 = jnp.asarray(p0, dtype=float)
     closed = jax.make_jaxpr(f)(0.0, jnp.zeros(n), p0)
     w = _Writer()
     t = np.array("time", dtype=object)
@@ -202,12 +207,15 @@ def rhs_rules(model, names):
     return w.rules, [str(e) for e in dy.reshape(-1)]
 
 
-def sbml(model, names) -> str:
+def sbml(model, names, fields=None, p0=None) -> str:
     """SBML Level 3 text of `model.rhs` with states `s<i>` (+ inputs `u<i>`) and the
-    per-patient parameters `names` as `p<j>` (values of `model` as defaults)."""
+    per-patient parameters `names` as `p<j>` (values of `model` as defaults, or `p0`;
+    `fields` as in `rhs_rules`)."""
     import libsbml
 
-    rules, rates = rhs_rules(model, names)
+    rules, rates = rhs_rules(model, names, fields, p0)
+    if p0 is None:
+        p0 = [float(np.asarray(getattr(model, k))) for k in names]
     doc = libsbml.SBMLDocument(3, 2)
     m = doc.createModel()
     m.setId(type(model).__name__)
@@ -226,8 +234,8 @@ def sbml(model, names) -> str:
     for i in range(model.n_states):
         param(f"s{i}", y0[i], False)
         param(f"u{i}", 0.0, False)  # set from Python per segment, so not constant
-    for j, k in enumerate(names):
-        param(f"p{j}", float(np.asarray(getattr(model, k))), False)
+    for j in range(len(names)):
+        param(f"p{j}", float(p0[j]), False)
     for wid, _ in rules:
         param(wid, 0.0, False)
 

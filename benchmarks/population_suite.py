@@ -1,8 +1,10 @@
-"""Population simulation, qsp against its peers in one run: pk2cmt and the CRS model.
+"""Population simulation, qsp against its peers in one run: pk2cmt, CRS, MAPK, clonal.
 
 ```bash
 .venv/bin/python benchmarks/population_suite.py --workload crs --n 100,1000
 .venv/bin/python benchmarks/population_suite.py --workload pk2cmt --n 100,1000,10000
+.venv/bin/python benchmarks/population_suite.py --workload mapk --n 100,1000 --chunk 64
+.venv/bin/python benchmarks/population_suite.py --workload clonal --n 100,1000 --chunk 64
 ```
 
 Workloads (same tolerances for every method, rtol 1e-6 / atol 1e-9, float64):
@@ -13,9 +15,17 @@ Workloads (same tolerances for every method, rtol 1e-6 / atol 1e-9, float64):
   1/2/60 mg on days 0/7/14 (4-h infusions) and 60 mg on day 21 (2 h), each dose also
   adding 1 to the injection state; 28 days; saves dense after each dose, every 12 h
   elsewhere; virtual patients from `models.tce.population.sample` (11 parameters).
+- `mapk`: `models.mapk.Kirouac2017` (Kirouac 2017, 14 states), one arm of the 16-arm
+  trial (default all four drugs: the union of every arm's dose events, 112 dosing
+  segments in 56 days; `--arm` for another, see `mapk_case`), Table S10 patients, daily saves.
+- `clonal`: `models.clonal.ClonalModel` (Poels 2021, PK + four clones, 10 states), one
+  year of once-daily osimertinib + dacomitinib (365 segments; `--schedule`), patients
+  from `clonal.trial.sample_patients` (17 columns), daily saves.
 
-Methods: `qsp` (`qsp.simulate`, the model's solver: Kvaerno5 + Chord for CRS, Tsit5
-for pk2cmt); `qsp_allsaves` (the same with every dosing segment saving at every save
+Methods: `qsp` (`qsp.simulate`, the case's solver: Rodas4 for CRS (`models.tce.solver`),
+Tsit5 for pk2cmt, qsp's default Kvaerno5 + Chord for MAPK and clonal, whose model
+classes declare none); `qsp_rodas4` (the same with `qsp.Rodas4()`; default for mapk
+and clonal only); `qsp_allsaves` (the same with every dosing segment saving at every save
 time, as `qsp.simulate` did before the save window, for the record); `diffrax_vmap`
 (a hand-written `jit(vmap)` of a `lax.scan` over the dosing segments, the same
 solver, saving each segment's own save times); `scipy_lsoda`, `scipy_bdf` (a
@@ -57,11 +67,13 @@ CHECK_THRESHOLD = 1e-3
 class Case:
     """A model, its population parameters, one regimen and the save times."""
 
-    def __init__(self, name, model, names, pop, regimen, ts, solver, outputs, rtol=1e-6, atol=1e-9):
+    def __init__(self, name, model, names, pop, regimen, ts, solver, outputs, rtol=1e-6, atol=1e-9,
+                 fields=None):
         import jax
         import jax.numpy as jnp
 
         self.name, self.model, self.names, self._pop = name, model, list(names), pop
+        self._fields = fields  # optional p -> {field: value}, for vector-valued fields (clonal)
         self.regimen, self.ts = regimen, np.asarray(ts, dtype=float)
         self.solver, self.outputs, self.rtol, self.atol = solver, outputs, rtol, atol
         self.n_states = model.n_states
@@ -75,7 +87,7 @@ class Case:
                           for i in range(len(t)) if dur[i] > 0]
 
         def out_fn(p, ys):
-            m = model.replace(**dict(zip(self.names, p)))
+            m = model.replace(**self.fields(p))
             o = jax.vmap(m.outputs)(jnp.asarray(self.ts), ys)
             return jnp.stack([jnp.asarray(o[k], dtype=float) for k in outputs], axis=-1)
 
@@ -84,15 +96,30 @@ class Case:
     def params(self, n):
         return self._pop(n)  # (n, len(names)) float array
 
+    def fields(self, p):
+        """Model fields from parameter columns: `p` is one patient's row `(len(names),)`
+        or a population `(n, len(names))` (fields then carry a leading patient axis).
+        By default column j is the scalar field `names[j]`; a case may map several
+        columns to one vector field (`fields=` in the constructor)."""
+        if self._fields is not None:
+            return self._fields(p)
+        return {k: p[..., j] for j, k in enumerate(self.names)}
+
+    def p0(self):
+        """The model's own values as one parameter row (the SBML writer's defaults)."""
+        if self._fields is None:
+            return np.asarray([float(np.asarray(getattr(self.model, k))) for k in self.names])
+        return np.asarray(self._pop(1)[0], dtype=float)  # patient 0: overwritten per patient anyway
+
     def batched(self, p):
         import jax.numpy as jnp
 
-        return self.model.replace(**{k: jnp.asarray(p[:, j]) for j, k in enumerate(self.names)})
+        return self.model.replace(**self.fields(jnp.asarray(p)))
 
     def y0(self, p):
         import jax
 
-        return np.asarray(jax.vmap(lambda q: self.model.replace(**dict(zip(self.names, q))).initial())(p))
+        return np.asarray(jax.vmap(lambda q: self.model.replace(**self.fields(q)).initial())(p))
 
     def reported(self, p, states):
         """(n, n_ts, n_outputs) reported outputs from states (n, n_ts, n_states)."""
@@ -150,20 +177,108 @@ def crs_case(rtol=1e-6, atol=1e-9):
                 ("IL6", "C_drug", "B_pb_rel"), rtol, atol)
 
 
-CASES = {"pk2cmt": pk2cmt_case, "crs": crs_case}
+#: The MAPK arm timed by default: all four drugs. Its dose events (vemurafenib twice
+#: daily, cobimetinib and GDC-0994 daily 21 days on / 7 off, cetuximab weekly) are the
+#: union of every other arm's, so it has the most dosing segments (112 in 56 days) and
+#: every PK sub-system active: the costliest of the 16 arms per patient for every
+#: method (a single-drug arm solves a subset of its segments).
+MAPK_ARM = "cetuximab+vemurafenib+cobimetinib+gdc0994"
+
+
+def mapk_case(rtol=1e-6, atol=1e-9, arm=MAPK_ARM):
+    """Kirouac 2017 MAPK model, one arm of its 16-arm trial (`models.mapk.ARMS`).
+
+    One case is one regimen (every method here simulates one regimen shared by the
+    population), so the per-method comparison uses one representative arm, `MAPK_ARM`
+    by default (see its comment) and any other with `--arm`. The 16-arm trial's cost is
+    at most 16 times this arm's; the trial's own fast path (`mapk.simulate_trial`,
+    exact PK + fixed-step RK4 over all arms in one call) is timed by `mapk_trial.py`.
+    Looping the 16 arms through every peer would cost 16x the scipy and RoadRunner time
+    on a 2-core machine shared by three engineers for no new information per method.
+
+    Population: the Table S10 plausible patients in order (`mapk.load_table("s10")`,
+    16 varied parameters, typical PK; cycled past 1000), Table S10 initial values
+    (`init="table"`, as `mapk_trial.py` and Metrum's runs). Saves daily to day 56;
+    outputs tumour size, ERK activity and the cobimetinib concentration.
+    """
+    import qsp
+    from models import mapk
+
+    if arm not in mapk.ARMS:
+        raise ValueError(f"mapk arm={arm!r} is not a trial arm; expected one of {', '.join(mapk.ARMS)}.")
+    names = list(mapk.VARIED)
+    table = mapk.load_table("s10")
+
+    def pop(n):
+        rows = np.arange(int(n)) % len(table)
+        return table[names].to_numpy(dtype=float)[rows]
+
+    model = mapk.Kirouac2017(init="table")
+    return Case(f"mapk[{arm}]", model, names, pop, mapk.arm_regimen(arm, 56.0), np.arange(0.0, 57.0),
+                qsp.default_solver(rtol, atol), ("TUMOR", "ERK", "C_cobimetinib"), rtol, atol)
+
+
+#: The clonal schedule timed by default: osimertinib 80 mg + dacomitinib 30 mg, both
+#: once daily (one of the paper's main comparison, `models.clonal.trial.MAIN`).
+CLONAL_SCHEDULE = "daco30QD+osi80QD"
+
+
+def clonal_case(rtol=1e-6, atol=1e-9, schedule=CLONAL_SCHEDULE, days=365):
+    """Poels 2021 clonal-resistance model (`models.clonal.ClonalModel`: catenary
+    osimertinib/dacomitinib PK + four clones, 10 states), one year of daily dosing.
+
+    Population: `clonal.trial.sample_patients(key(0), n)` (the authors' trial scheme):
+    per-patient PK (10 parameters with IIV), initial clone counts (4) and mutation
+    probabilities (3), 17 columns; `n_init` and `mu` are vector fields, mapped by the
+    case's `fields`. Regimen: the doses of `trial.schedule_doses(schedule, hourly grid)`
+    as boluses into `OSI_GUT` / `DACO_GUT` (QD + QD: 365 dosing segments). Saves daily
+    (before that day's dose); outputs total cells, resistant fraction, C_osi, C_daco.
+    """
+    import jax.numpy as jnp
+
+    import qsp
+    from models.clonal import ClonalModel, trial
+    from models.clonal.pk import PK_NAMES
+
+    hours = 24.0 * days
+    grid = np.arange(0.0, hours + 0.5, 1.0)
+    osi_mg, daco_mg = trial.schedule_doses(schedule, grid)
+    reg = (qsp.Regimen.bolus(osi_mg[osi_mg > 0], time=grid[osi_mg > 0], cmt="OSI_GUT")
+           + qsp.Regimen.bolus(daco_mg[daco_mg > 0], time=grid[daco_mg > 0], cmt="DACO_GUT"))
+    k = len(PK_NAMES)
+    names = list(PK_NAMES) + [f"n_init[{i}]" for i in range(4)] + [f"mu[{i}]" for i in range(3)]
+
+    def pop(n):
+        import jax
+
+        pts = trial.sample_patients(jax.random.key(0), int(n))
+        return np.concatenate([np.stack([pts.pk[c] for c in PK_NAMES], axis=1), pts.n_init, pts.mu], axis=1)
+
+    def fields(p):
+        out = {c: p[..., j] for j, c in enumerate(PK_NAMES)}
+        out["n_init"], out["mu"] = jnp.asarray(p[..., k:k + 4]), jnp.asarray(p[..., k + 4:k + 7])
+        return out
+
+    return Case(f"clonal[{schedule}]", ClonalModel(), names, pop, reg, np.arange(0.0, hours + 1e-9, 24.0),
+                qsp.default_solver(rtol, atol), ("total", "resistant_fraction", "C_osi", "C_daco"), rtol, atol,
+                fields=fields)
+
+
+CASES = {"pk2cmt": pk2cmt_case, "crs": crs_case, "mapk": mapk_case, "clonal": clonal_case}
 
 
 # -- methods: each returns run(p) -> (states (n, n_ts, n_states), steps (n,) or None) ----------
 
 
-def qsp_method(case, chunk, all_saves=False):
+def qsp_method(case, chunk, all_saves=False, solver=None):
     import jax
     import jax.numpy as jnp
 
     import qsp
     import qsp._simulate as S
 
-    solver = case.solver  # as built (work_precision swaps case.solver between methods)
+    # As built (work_precision swaps case.solver between methods), or the one given.
+    solver = case.solver if solver is None else solver
 
     def run(p):
         orig = S._save_window
@@ -209,10 +324,10 @@ def vmap_method(case, chunk):
         tsave[k] = s[1]
         tsave[k, :len(s[4])] = case.ts[s[4]]
     idx, tsave = jnp.asarray(idx), jnp.asarray(tsave)
-    model, names = case.model, case.names
+    model = case.model
 
     def one(p):
-        m = model.replace(**dict(zip(names, p)))
+        m = model.replace(**case.fields(p))
         term = dfx.ODETerm(lambda t, y, uk: jnp.asarray(m.rhs(t, y), dtype=float) + uk)
         y0 = jnp.asarray(m.initial(), dtype=float)
 
@@ -254,10 +369,10 @@ def scipy_method(case, method, rtol=None, atol=None):
     rtol = case.rtol if rtol is None else rtol
     atol = case.atol if atol is None else atol
     segs = _segments(case)
-    model, names = case.model, case.names
+    model = case.model
 
     def f(t, y, p, u):
-        return jnp.asarray(model.replace(**dict(zip(names, p))).rhs(t, y), dtype=float) + u
+        return jnp.asarray(model.replace(**case.fields(p)).rhs(t, y), dtype=float) + u
 
     if case.py_rhs is not None:  # plain numpy/Python RHS where the workload has one
         rhs, jac = case.py_rhs
@@ -312,11 +427,23 @@ def roadrunner_method(case, processes, sbml_text):
 
 
 METHODS = ("qsp", "qsp_allsaves", "diffrax_vmap", "scipy_lsoda", "scipy_bdf", "roadrunner_1p", "roadrunner_2p")
+#: Not in the default list of pk2cmt/crs: `qsp` with `qsp.Rodas4()` instead of the case's
+#: solver (the CRS case already uses Rodas4).
+EXTRA_METHODS = ("qsp_rodas4",)
+#: Default methods per workload where they differ from `METHODS`: the models whose
+#: solver is qsp's default (Kvaerno5 + Chord) are also timed with Rodas4 in the same run;
+#: `qsp_allsaves` (a record of the pre-save-window behaviour) is left out.
+WORKLOAD_METHODS = {w: ("qsp", "qsp_rodas4", "diffrax_vmap", "scipy_lsoda", "scipy_bdf", "roadrunner_1p",
+                        "roadrunner_2p") for w in ("mapk", "clonal")}
 
 
 def build(case, name, chunk, sbml_text=None):
     if name == "qsp":
         return qsp_method(case, chunk)
+    if name == "qsp_rodas4":
+        import qsp
+
+        return qsp_method(case, chunk, solver=qsp.Rodas4())
     if name == "qsp_allsaves":
         return qsp_method(case, chunk, all_saves=True)
     if name == "diffrax_vmap":
@@ -325,7 +452,33 @@ def build(case, name, chunk, sbml_text=None):
         return scipy_method(case, name.split("_")[1].upper())
     if name.startswith("roadrunner_"):
         return roadrunner_method(case, int(name.split("_")[1][:-1]), sbml_text)
-    raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS + EXTRA_METHODS)}")
+
+
+def _rr_load(sbml_text, rtol, atol, n_states):
+    from benchmarks import _rr_peer
+
+    _rr_peer._runner(sbml_text, rtol, atol, n_states)
+
+
+def _rr_load_probe(sbml_text, case, timeout_s):
+    """Load the SBML in a spawned process, stopped after `timeout_s`: RoadRunner's load
+    (LLVM code generation) cannot be interrupted in-process, and for the MAPK model's
+    SBML it did not finish in 14 minutes. Returns (loaded, seconds)."""
+    import multiprocessing as mp
+
+    proc = mp.get_context("spawn").Process(target=_rr_load, args=(sbml_text, case.rtol, case.atol, case.n_states))
+    t = _env.timer()
+    proc.start()
+    proc.join(timeout_s)
+    ok = proc.exitcode == 0
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    return ok, _env.timer() - t
 
 
 def max_rel_diff(a, ref) -> float:
@@ -338,7 +491,8 @@ def max_rel_diff(a, ref) -> float:
 
 
 def run_suite(workload, ns, methods=METHODS, repeats=3, check_n=20, chunk=1000, budget_s=240.0,
-              scipy_n=20, rtol=1e-6, atol=1e-9, log=print, on_progress=None):
+              scipy_n=20, rtol=1e-6, atol=1e-9, log=print, on_progress=None, case_kw=None,
+              rr_load_timeout_s=300.0):
     import os
 
     import jax
@@ -354,16 +508,28 @@ def run_suite(workload, ns, methods=METHODS, repeats=3, check_n=20, chunk=1000, 
         jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().parents[1] / ".jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     sampler = _env.LoadSampler().start()
-    case = CASES[workload](rtol, atol)
+    case = CASES[workload](rtol, atol, **(case_kw or {}))
     nmax = max(ns)
     P = case.params(max(nmax, check_n))
-    sbml_text, sbml_s = None, None
+    sbml_text, sbml_s, sbml_error = None, None, None
     if any(m.startswith("roadrunner") for m in methods):
         from benchmarks import _sbml
 
         t = _env.timer()
-        sbml_text = _sbml.sbml(case.model, case.names)
+        try:
+            sbml_text = _sbml.sbml(case.model, case.names, case.fields, case.p0())
+        except Exception as e:  # the writer covers the primitives the models so far use
+            log(f"[{workload}] SBML writer failed ({type(e).__name__}: {e}); RoadRunner left out")
+            sbml_error = f"the SBML writer failed ({type(e).__name__}: {e})"
+            methods = tuple(m for m in methods if not m.startswith("roadrunner"))
         sbml_s = _env.timer() - t
+    if sbml_text is not None and rr_load_timeout_s:
+        ok, probe_s = _rr_load_probe(sbml_text, case, rr_load_timeout_s)
+        log(f"[{workload}] RoadRunner load probe: {'loaded' if ok else 'NOT loaded'} in {probe_s:.1f} s")
+        if not ok:
+            sbml_error = (f"RoadRunner did not load the SBML within {rr_load_timeout_s:g} s "
+                          f"(a separate process, stopped)")
+            methods = tuple(m for m in methods if not m.startswith("roadrunner"))
 
     # Correctness first: the reference is scipy LSODA at tight tolerances.
     pc = P[:check_n]
@@ -391,7 +557,8 @@ def run_suite(workload, ns, methods=METHODS, repeats=3, check_n=20, chunk=1000, 
     res = {"benchmark": "population_suite", "workload": workload, "schema_version": 1,
            "machine": _env.machine_info(), "float32": float32, "rtol": case.rtol, "atol": case.atol, "n_ts": len(case.ts),
            "n_states": case.n_states, "n_doses": len(case.bolus) + len(case.infusions),
-           "outputs": list(case.outputs), "sbml_write_s": sbml_s,
+           "case": case.name, "solver": type(case.solver).__name__,
+           "outputs": list(case.outputs), "sbml_write_s": sbml_s, "sbml_error": sbml_error,
            "correctness": {"n_patients": check_n, "reference": "scipy LSODA rtol 1e-10 atol 1e-12",
                            "max_rel_diff": check, "threshold": CHECK_THRESHOLD, "passed": passed},
            "compile": compile_s, "runs": []}
@@ -462,7 +629,11 @@ def to_markdown(res) -> str:
              f"Load average (1 min) start {res['load']['start'][0]}, mean {res['load']['mean_1min']}, "
              f"max {res['load']['max_1min']} on {m['cpu_count']} cores: read ratios within one N.",
              f"rtol {res['rtol']}, atol {res['atol']}, {res['n_states']} states, {res['n_doses']} dose events, "
-             f"{res['n_ts']} save times; outputs {', '.join(res['outputs'])}.", "",
+             f"{res['n_ts']} save times; outputs {', '.join(res['outputs'])}.",
+             f"Case {res.get('case', res['workload'])}; `qsp` and `diffrax_vmap` use the case's solver "
+             f"({res.get('solver', '?')}), `qsp_rodas4` uses qsp.Rodas4."
+             + (f" RoadRunner not run: {res['sbml_error']}." if res.get("sbml_error") else ""),
+             "",
              "Correctness (max over patients and outputs of max_t|a - ref| / max_t|ref|, first "
              f"{res['correctness']['n_patients']} patients, vs {res['correctness']['reference']}): "
              + ", ".join(f"{k} {v:.1e}" for k, v in res["correctness"]["max_rel_diff"].items()), "",
@@ -517,7 +688,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", choices=sorted(CASES), default="crs")
     ap.add_argument("--n", default="100,1000")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=None,
+                    help=f"comma-separated, from {', '.join(METHODS + EXTRA_METHODS)} (default: "
+                    f"{', '.join(METHODS)}; for {', '.join(WORKLOAD_METHODS)}: "
+                    f"{', '.join(WORKLOAD_METHODS['mapk'])})")
+    ap.add_argument("--arm", default=None, help=f"mapk only: the trial arm (default {MAPK_ARM})")
+    ap.add_argument("--schedule", default=None, help=f"clonal only: the schedule (default {CLONAL_SCHEDULE})")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--check-n", type=int, default=20)
     ap.add_argument("--scipy-n", type=int, default=20)
@@ -525,6 +701,8 @@ def main(argv=None):
     ap.add_argument("--budget-s", type=float, default=240.0)
     ap.add_argument("--rtol", type=float, default=1e-6)
     ap.add_argument("--atol", type=float, default=1e-9)
+    ap.add_argument("--rr-load-timeout-s", type=float, default=300.0,
+                    help="RoadRunner is left out when its SBML load takes longer (probed in a separate process; 0: no probe)")
     ap.add_argument("--out", default=None, help="results stem (default population_<workload>_cpu)")
     a = ap.parse_args(argv)
     ns = [int(float(x)) for x in a.n.split(",")]
@@ -534,8 +712,16 @@ def main(argv=None):
     def partial(r):
         (RESULTS / f"{stem}.partial.json").write_text(json.dumps(r, indent=1, default=float))
 
-    res = run_suite(a.workload, ns, tuple(a.methods.split(",")), a.repeats, a.check_n, a.chunk, a.budget_s,
-                    a.scipy_n, a.rtol, a.atol, on_progress=partial)
+    methods = tuple(a.methods.split(",")) if a.methods else WORKLOAD_METHODS.get(a.workload, METHODS)
+    case_kw = {}
+    for flag, wl in (("arm", "mapk"), ("schedule", "clonal")):
+        if getattr(a, flag) is not None:
+            if a.workload != wl:
+                ap.error(f"--{flag} applies to --workload {wl}, not {a.workload}")
+            case_kw[flag] = getattr(a, flag)
+    res = run_suite(a.workload, ns, methods, a.repeats, a.check_n, a.chunk, a.budget_s,
+                    a.scipy_n, a.rtol, a.atol, on_progress=partial, case_kw=case_kw,
+                    rr_load_timeout_s=a.rr_load_timeout_s)
     (RESULTS / f"{stem}.partial.json").unlink(missing_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1, default=float))
     (RESULTS / f"{stem}.md").write_text(to_markdown(res))

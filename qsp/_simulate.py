@@ -349,16 +349,20 @@ def _take(tree, axes, idx):
     )
 
 
-def _run_chunked(args, axes, batch, size, t0, cfg):
+def _run_chunked(args, axes, batch, size, t0, cfg, workers=1):
     """Fixed-size chunks (the last padded by repeating its final member), so a population
     of any size compiles once and holds one chunk's solver state in memory. Large
-    single batches also stalled XLA's CPU runtime here (see qsp/__init__.py)."""
-    parts = []
-    for start in range(0, batch, size):
-        idx = np.minimum(np.arange(start, start + size), batch - 1)
-        out = _run(*_take(args, axes, idx), t0, cfg, axes)
-        n = min(size, batch - start)
-        parts.append(jax.tree.map(lambda x: np.asarray(x)[:n], out))
+    single batches also stalled XLA's CPU runtime here (see qsp/__init__.py). With
+    `workers > 1` the chunks run in that many processes (`qsp/_workers.py`)."""
+    starts = range(0, batch, size)
+    chunks = (_take(args, axes, np.minimum(np.arange(s, s + size), batch - 1)) for s in starts)
+    if workers > 1 and len(starts) > 1:
+        from ._workers import run_chunks
+
+        outs = run_chunks(list(chunks), t0, cfg, axes, workers)
+    else:
+        outs = (_run(*c, t0, cfg, axes) for c in chunks)
+    parts = [jax.tree.map(lambda x: np.asarray(x)[:min(size, batch - s)], out) for s, out in zip(starts, outs)]
     return jax.tree.map(lambda *xs: jnp.asarray(np.concatenate(xs)), *parts)
 
 
@@ -388,6 +392,7 @@ def simulate(
     obs_after_dose: Any = False,
     exact_save: bool = True,
     batch_size: int | None = 1024,
+    workers: int = 1,
 ) -> Solution:
     """Simulate `model` under `regimen`, saving at `ts`.
 
@@ -417,6 +422,11 @@ def simulate(
     - `batch_size`: a population larger than this runs as fixed-size chunks of it
       (one compile, bounded memory); `None` runs it as one vmapped batch. Inside
       `jax.jit`/`jax.grad` the population always runs as one batch.
+    - `workers`: processes that run the chunks in parallel (default 1: this process).
+      On a CPU, one population solve keeps one core busy; `workers=os.cpu_count()`
+      uses them all, with one compile per worker (from JAX's persistent cache if
+      configured) and bit-identical results. Needs more than one chunk, and a model
+      class importable by a fresh process (defined in a module, not a notebook cell).
 
     **Returns:** a `Solution`. Failed trajectories are flagged in `status`, never raised:
     call `sol.raise_if_failed()` to turn failure into an exception.
@@ -429,6 +439,8 @@ def simulate(
         regimen = Regimen.empty()
     if not isinstance(regimen, Regimen):
         raise TypeError(f"regimen must be a qsp.Regimen or None; got {type(regimen).__name__}.")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers={workers!r}; expected a whole number of processes >= 1.")
     ts = jnp.asarray(ts, dtype=float)
     if ts.ndim not in (1, 2) or ts.shape[-1] == 0:
         raise ValueError(f"ts must be a non-empty 1-D array of save times; got shape {ts.shape}.")
@@ -507,5 +519,5 @@ def simulate(
             ys, outs, status, steps = _run(*args, t0_, cfg, axes)
     else:
         with _checks_without_callbacks():
-            ys, outs, status, steps = _run_chunked(args, axes, batch, int(batch_size), t0_, cfg)
+            ys, outs, status, steps = _run_chunked(args, axes, batch, int(batch_size), t0_, cfg, workers)
     return Solution(ts=ts, states=ys, outputs=outs, status=status, num_steps=steps, state_names=tuple(model.states))

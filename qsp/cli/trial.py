@@ -39,6 +39,9 @@ def add_parser(sub):
     c.add_argument("--cycles", type=int, default=4, help="21-day cycles to simulate (default 4)")
     c.add_argument("--seed", type=int, default=0, help="population seed (default 0)")
     c.add_argument("--chunk", type=int, default=50, help="patients per vmapped batch (default 50; the solver steps a batch in lockstep, so small batches lose less to hard patients)")
+    c.add_argument("--workers", type=int, default=None,
+                   help="processes sharing the chunks (default: one per available CPU core, at most "
+                   "one per chunk; 1 runs everything in this process)")
     c.add_argument("--out", default="qsp-out", help="output directory (default qsp-out)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=run_crs)
@@ -59,6 +62,8 @@ def run_crs(args) -> int:
         raise UserError(f"--cycles {args.cycles}: expected an integer >= 1.")
     if args.chunk < 1:
         raise UserError(f"--chunk {args.chunk}: expected a positive integer.")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: expected a positive number of processes.")
     specs = [s.strip() for s in str(args.regimens).split(",") if s.strip()]
     if not specs:
         raise UserError(f"--regimens {args.regimens!r}: expected e.g. '20,1.6/20,label'.")
@@ -70,10 +75,16 @@ def run_crs(args) -> int:
         except ValueError as err:
             raise UserError(str(err)) from None
     return crs_job(n=args.n, regimens=specs, cycles=args.cycles, seed=args.seed, chunk=args.chunk,
-                   out=args.out, progress=not args.no_progress)
+                   out=args.out, progress=not args.no_progress, workers=args.workers)
 
 
-def crs_job(n, regimens, cycles, seed, chunk, out, progress=True) -> int:
+def default_workers(n: int, chunk: int) -> int:
+    """One process per available CPU core, at most one per chunk."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, -(-n // max(1, chunk))))
+
+
+def crs_job(n, regimens, cycles, seed, chunk, out, progress=True, workers=None) -> int:
     """Run the CRS trial and write summary.csv, patients.csv and il6_by_regimen.png."""
     import time
 
@@ -83,10 +94,12 @@ def crs_job(n, regimens, cycles, seed, chunk, out, progress=True) -> int:
 
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
+    workers = default_workers(n, chunk) if workers is None else workers
     print(f"qsp trial crs: {n} virtual NHL patients (seed {seed}), {cycles} cycles, "
-          f"regimens {', '.join(regimens)}", flush=True)
+          f"regimens {', '.join(regimens)}, {workers} worker process{'es' if workers > 1 else ''}",
+          flush=True)
     summary, patients, curves = trial.run(n=n, regimens=regimens, cycles=cycles, seed=seed,
-                                          chunk=chunk, progress=progress)
+                                          chunk=chunk, progress=progress, workers=workers)
     summary.to_csv(os.path.join(out, "summary.csv"), index=False)
     patients.to_csv(os.path.join(out, "patients.csv"), index=False)
     trial.plot(curves, os.path.join(out, "il6_by_regimen.png"))

@@ -50,3 +50,21 @@ def test_a_model_a_worker_cannot_import_is_refused_with_advice():
     pop = Local(k=jnp.linspace(0.5, 1.5, 6))
     with pytest.raises(TypeError, match="importable module"):
         qsp.simulate(pop, None, jnp.linspace(0.0, 1.0, 3), batch_size=2, workers=2)
+
+
+@pytest.mark.slow
+def test_crs_trial_in_two_workers_matches_one_process():
+    """The CRS trial's chunk loop (`models.tce.trial.simulate_population`, last chunk
+    padded with patient 0) and its workers path (one `qsp.simulate(..., batch_size=chunk,
+    workers=2)`, padded with the last patient) give the same trajectories bit for bit:
+    a patient's solve does not depend on the other patients of its chunk."""
+    from qsp.models.tce import population, regimens as R, trial
+
+    pop, _ = population.sample(12, seed=4)
+    ts = trial.time_grid(1)
+    reg = R.parse("label", 1)
+    one, s1 = trial.simulate_population(pop, reg, ts, chunk=5)
+    two, s2 = trial.simulate_population(pop, reg, ts, chunk=5, workers=2)
+    np.testing.assert_array_equal(s1, s2)
+    for k in one:
+        np.testing.assert_array_equal(one[k], two[k])

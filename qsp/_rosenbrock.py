@@ -35,7 +35,6 @@ from typing import ClassVar
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -111,8 +110,7 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
         else:
             f0 = jax.lax.cond(made_jump, lambda: f(t0, flat0), lambda: ravel_pytree(solver_state)[0])
         f_t, J = self._jacobian(f, t0, flat0)
-        n = flat0.shape[0]
-        lu = jsl.lu_factor(jnp.eye(n, dtype=dtype) / (_GAMMA * h) - J)
+        solve = self._factor(flat0, h, J)
         ks = []
         for i in range(6):
             if i == 0:
@@ -123,7 +121,7 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
             rhs = fi + sum((c / h) * k for c, k in zip(_C[i], ks))
             if _GAMMA_I[i] != 0.0:
                 rhs = rhs + (_GAMMA_I[i] * h) * f_t
-            ks.append(jsl.lu_solve(lu, rhs))
+            ks.append(solve(rhs))
         y1 = flat0 + sum(a * k for a, k in zip(_A[5], ks)) + ks[5]
         f1 = f(t0 + h, y1)
         dense_info = dict(y0=y0, y1=unravel(y1), k=jax.tree.map(
@@ -132,6 +130,20 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
         # estimate makes the step-size controller reject the step and shrink h.
         err = jnp.where(jnp.all(jnp.isfinite(y1)) & jnp.all(jnp.isfinite(f1)), ks[5], jnp.inf)
         return unravel(y1), unravel(err), dense_info, unravel(f1), dfx.RESULTS.successful
+
+    def _factor(self, flat0, h, J):
+        """A solver for W x = b, W = I/(gamma h) - J (pivoted LU)."""
+        n, dtype = flat0.shape[0], flat0.dtype
+        # The row permutation once per step: `jax.scipy.linalg.lu_solve` rebuilds it from
+        # the pivots on every call (an n-iteration while loop, six times a step).
+        lu, _, perm = jax.lax.linalg.lu(jnp.eye(n, dtype=dtype) / (_GAMMA * h) - J)
+
+        def solve(b):
+            x = b[perm][:, None]
+            x = jax.lax.linalg.triangular_solve(lu, x, left_side=True, lower=True, unit_diagonal=True)
+            return jax.lax.linalg.triangular_solve(lu, x, left_side=True, lower=False)[:, 0]
+
+        return solve
 
     def _jacobian(self, f, t0, flat0):
         """(f_t, J): the time derivative and the Jacobian of f at (t0, y0)."""

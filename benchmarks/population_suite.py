@@ -270,7 +270,7 @@ CASES = {"pk2cmt": pk2cmt_case, "crs": crs_case, "mapk": mapk_case, "clonal": cl
 # -- methods: each returns run(p) -> (states (n, n_ts, n_states), steps (n,) or None) ----------
 
 
-def qsp_method(case, chunk, all_saves=False, solver=None):
+def qsp_method(case, chunk, all_saves=False, solver=None, workers=1):
     import jax
     import jax.numpy as jnp
 
@@ -288,7 +288,7 @@ def qsp_method(case, chunk, all_saves=False, solver=None):
             # Tolerances as arrays: traced, so a new tolerance does not recompile.
             sol = qsp.simulate(case.batched(p), case.regimen, case.ts, rtol=jnp.asarray(case.rtol),
                                atol=jnp.asarray(case.atol),
-                               solver=solver, max_steps=16384, batch_size=chunk)
+                               solver=solver, max_steps=16384, batch_size=chunk, workers=workers)
             ys = jax.block_until_ready(sol.states)
         finally:
             S._save_window = orig
@@ -429,7 +429,9 @@ def roadrunner_method(case, processes, sbml_text):
 METHODS = ("qsp", "qsp_allsaves", "diffrax_vmap", "scipy_lsoda", "scipy_bdf", "roadrunner_1p", "roadrunner_2p")
 #: Not in the default list of pk2cmt/crs: `qsp` with `qsp.Rodas4()` instead of the case's
 #: solver (the CRS case already uses Rodas4).
-EXTRA_METHODS = ("qsp_rodas4",)
+#: `qsp_2w`: `qsp` with its chunks in 2 worker processes (`qsp.simulate(..., workers=2)`),
+#: the counterpart of `roadrunner_2p` on a 2-core machine.
+EXTRA_METHODS = ("qsp_rodas4", "qsp_2w")
 #: Default methods per workload where they differ from `METHODS`: the models whose
 #: solver is qsp's default (Kvaerno5 + Chord) are also timed with Rodas4 in the same run;
 #: `qsp_allsaves` (a record of the pre-save-window behaviour) is left out.
@@ -444,6 +446,8 @@ def build(case, name, chunk, sbml_text=None):
         import qsp
 
         return qsp_method(case, chunk, solver=qsp.Rodas4())
+    if name == "qsp_2w":
+        return qsp_method(case, chunk, workers=2)
     if name == "qsp_allsaves":
         return qsp_method(case, chunk, all_saves=True)
     if name == "diffrax_vmap":

@@ -148,8 +148,13 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
     def _jacobian(self, f, t0, flat0):
         """(f_t, J): the time derivative and the Jacobian of f at (t0, y0)."""
         n, dtype = flat0.shape[0], flat0.dtype
+        pattern = None
         if self.sparse_jacobian:
-            pattern = jacobian_sparsity(lambda y: f(t0, y), n, dtype) | np.eye(n, dtype=bool)
+            try:
+                pattern = jacobian_sparsity(lambda y: f(t0, y), n, dtype) | np.eye(n, dtype=bool)
+            except Exception:  # an unanalysable vector field: the dense Jacobian is as right
+                pattern = None
+        if pattern is not None:
             colors = color_columns(pattern)
             k = int(colors.max()) + 1
             if k < n:

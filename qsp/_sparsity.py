@@ -78,7 +78,10 @@ def jacobian_sparsity(f, n: int, dtype=float) -> np.ndarray:
                          f"{[v.aval for v in jaxpr.outvars]}")
     x = _Dep(None, np.eye(n, dtype=bool))
     consts = [_Dep(_concrete(c), _none(v.aval, n)) for v, c in zip(jaxpr.constvars, closed.consts)]
-    (out,) = _propagate(jaxpr, consts, [x], n)
+    # Called while tracing (a solver step under jit): the indicator arithmetic must run
+    # now, not be staged into the caller's program.
+    with jax.ensure_compile_time_eval():
+        (out,) = _propagate(jaxpr, consts, [x], n)
     return out.deps
 
 

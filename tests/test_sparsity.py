@@ -39,6 +39,21 @@ def test_pattern_of_a_hand_built_function():
     np.testing.assert_array_equal(jacobian_sparsity(_mixed, 12), expected)
 
 
+def test_pattern_while_tracing_is_the_eager_pattern():
+    """A solver step reads the pattern while being traced under `jax.jit`; the indicator
+    arithmetic (here the matrix product's) must still run eagerly, giving the same
+    pattern (it once raised a tracer conversion error on the clonal model)."""
+    seen = {}
+
+    @jax.jit
+    def traced(y):
+        seen["S"] = jacobian_sparsity(lambda z: _mixed(z) * y[0], 12)
+        return y
+
+    traced(jnp.ones(12))
+    np.testing.assert_array_equal(seen["S"], jacobian_sparsity(_mixed, 12))
+
+
 def test_loops_are_conservative():
     """A while loop is not analysed: every output it produces depends on everything
     its inputs depend on (a superset, never a miss)."""

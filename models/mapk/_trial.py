@@ -8,8 +8,9 @@ integrates them, with the drug concentrations at the step's start, midpoint
 ($e^{A h/2} x$) and end taken from the exact PK. Doses lie on the grid (the clinical
 schedules dose at multiples of half a day) and are added at the start of their step.
 
-With `dt = 0.01` day this agrees with `qsp.simulate` (adaptive Kvaerno5) on day-56
-tumour size to about 1e-7 relative (`tests/test_mapk_trial.py`), and
+With `dt = 0.01` day this agrees with `qsp.simulate` (adaptive; the model's default
+`qsp.Rodas4`, Kvaerno5 before 2026-12-02) on day-56 tumour size to within 2e-5
+relative (`tests/test_mapk.py`), and
 `shared/references/mapk.md` §2.9 found the same step reproduce mrgsolve's ORR.
 Everything is differentiable: dose amounts and every model parameter.
 """

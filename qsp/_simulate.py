@@ -72,6 +72,27 @@ def _checks_without_callbacks():
         eqx_errors.EQX_ON_ERROR = old
 
 
+def _check_native(traced, solver, exact_save, dt0):
+    if traced:
+        raise ValueError(
+            "backend='native' runs compiled C on concrete arrays: it cannot be traced by "
+            "jax.jit, jax.grad or jax.vmap. Use backend='jax' (the default) there."
+        )
+    from ._rosenbrock import Rodas4
+
+    if solver is not None and not isinstance(solver, Rodas4):
+        raise ValueError(
+            f"backend='native' always uses Rodas4; got solver={type(solver).__name__}. "
+            "Drop solver= or use backend='jax'."
+        )
+    if not exact_save:
+        raise ValueError("backend='native' always steps onto the save times; exact_save=False is "
+                         "only available with backend='jax'.")
+    if dt0 is not None:
+        raise ValueError("backend='native' chooses its first step itself; dt0= is only "
+                         "available with backend='jax'.")
+
+
 def _adjoint(adjoint):
     if adjoint is None or adjoint == "reverse":
         return dfx.RecursiveCheckpointAdjoint()
@@ -175,7 +196,37 @@ class _Config(eqx.Module):
     save_window: Any = None
 
 
-def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after, invalid, t0, cfg: _Config):
+class _Breakpoints(eqx.Module):
+    """One patient's dosing schedule cut into segments (see the module docstring)."""
+
+    y0: Any
+    B: Any  # segment boundaries, (n_seg + 1,)
+    bolus_seg: Any  # segment whose start each bolus lands on
+    bolus_due: Any
+    bolus_amt: Any
+    onehot: Any  # (n_events, n_states): the compartment of each event
+    t_start: Any  # when each infusion starts and stops (clipped to the horizon)
+    t_stop: Any
+    is_inf: Any
+    rate: Any
+    owner: Any  # the segment that reports each save time (-1: none, keeps y0)
+
+    @property
+    def n_seg(self) -> int:
+        return self.B.shape[0] - 1
+
+    def dose(self, k):
+        """The bolus vector added at the start of segment k."""
+        return jnp.where((self.bolus_seg == k) & self.bolus_due, self.bolus_amt, 0.0) @ self.onehot
+
+    def infusion(self, k):
+        """The infusion input u_k on segment k."""
+        mid = 0.5 * (self.B[k] + self.B[k + 1])
+        active = (self.t_start <= mid) & (mid < self.t_stop) & self.is_inf
+        return jnp.where(active, self.rate, 0.0) @ self.onehot
+
+
+def _breakpoints(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after, t0) -> _Breakpoints:
     n = model.n_states
     y0 = jnp.asarray(model.initial(), dtype=float)
     if y0.shape != (n,):
@@ -206,6 +257,12 @@ def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after
     left_owner = jnp.searchsorted(B, ts, side="left") - 1
     right_owner = jnp.minimum(jnp.searchsorted(B, ts, side="right") - 1, n_seg - 1)
     owner = jnp.where(after, right_owner, left_owner)
+    return _Breakpoints(y0, B, bolus_seg, bolus_due, bolus_amt, onehot, t_start, t_stop, is_inf, rate, owner)
+
+
+def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after, invalid, t0, cfg: _Config):
+    bp = _breakpoints(model, time, amount, duration, by_rate, cidx, ts, after, t0)
+    n, y0, B, n_seg, owner = model.n_states, bp.y0, bp.B, bp.n_seg, bp.owner
 
     term = dfx.ODETerm(lambda t, y, u: jnp.asarray(model.rhs(t, y), dtype=float) + u)
     n_ts = ts.shape[0]
@@ -221,11 +278,8 @@ def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after
     def segment(carry, k):
         y, out, status, steps = carry
         ta, tb = B[k], B[k + 1]
-        dose = jnp.where((bolus_seg == k) & bolus_due, bolus_amt, 0.0) @ onehot
-        y = y + dose
-        mid = 0.5 * (ta + tb)
-        active = (t_start <= mid) & (mid < t_stop) & is_inf
-        u = jnp.where(active, rate, 0.0) @ onehot
+        y = y + bp.dose(k)
+        u = bp.infusion(k)
         if windowed:
             # Only the W save times from first[k] on (those past n_ts - 1 repeat the
             # last one). diffrax walks its save times inside the step loop, so saving at
@@ -264,9 +318,13 @@ def _solve_one(model: ODEModel, time, amount, duration, by_rate, cidx, ts, after
     init = (y0, out0, jnp.where(invalid, Status.INVALID_PARAMETERS, Status.SUCCESS), jnp.asarray(0))
     (_, ys, status, steps), _ = jax.lax.scan(segment, init, jnp.arange(n_seg))
     ys = jnp.where(status == Status.SUCCESS, ys, jnp.nan)
+    return ys, _outputs(model, ts, ys), status, steps
+
+
+def _outputs(model, ts, ys):
+    """The model's outputs at each save time, as float arrays shaped like `ts`."""
     outs = jax.vmap(model.outputs)(ts, ys)
-    outs = {k: jnp.broadcast_to(jnp.asarray(v, dtype=float), ts.shape) for k, v in outs.items()}
-    return ys, outs, status, steps
+    return {k: jnp.broadcast_to(jnp.asarray(v, dtype=float), ts.shape) for k, v in outs.items()}
 
 
 def _save_window(model, m_axes, reg_arrays, cidx, ts, t0) -> int | None:
@@ -393,6 +451,7 @@ def simulate(
     exact_save: bool = True,
     batch_size: int | None = 1024,
     workers: int = 1,
+    backend: str = "jax",
 ) -> Solution:
     """Simulate `model` under `regimen`, saving at `ts`.
 
@@ -428,6 +487,14 @@ def simulate(
       configured) and bit-identical results. Needs more than one chunk, and a model
       class importable by a fresh process (defined in a module, not a notebook cell).
 
+    - `backend`: `"jax"` (default: diffrax in XLA, differentiable, any solver) or
+      `"native"`: each patient solved by Rodas4 in C generated from the model's jaxpr
+      and compiled with the system C compiler (`qsp/_native.py`); forward only (not
+      under `jax.jit`/`jax.grad`), always lands on the save times, and `workers` are
+      threads of this process. Several times faster per patient on a CPU
+      (benchmarks/NOTES.md section 16); results agree with the JAX backend to the
+      step tolerances.
+
     **Returns:** a `Solution`. Failed trajectories are flagged in `status`, never raised:
     call `sol.raise_if_failed()` to turn failure into an exception.
     """
@@ -439,6 +506,8 @@ def simulate(
         regimen = Regimen.empty()
     if not isinstance(regimen, Regimen):
         raise TypeError(f"regimen must be a qsp.Regimen or None; got {type(regimen).__name__}.")
+    if backend not in ("jax", "native"):
+        raise ValueError(f"backend={backend!r} is not known; expected 'jax' or 'native'.")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers={workers!r}; expected a whole number of processes >= 1.")
     ts = jnp.asarray(ts, dtype=float)
@@ -494,6 +563,7 @@ def simulate(
     cidx = regimen.resolve(type(model))
     reg_arrays = (regimen.time, regimen.amount, regimen.duration, regimen.by_rate)
     r_ax = 0 if r_batched else None
+    solver_arg = solver
     if solver is None:
         # A model may declare its own default (e.g. an explicit solver for non-stiff PK,
         # where Kvaerno5 costs ~14x the CPU of Tsit5 for the same steps:
@@ -514,6 +584,15 @@ def simulate(
     args = (model, reg_arrays, cidx, ts, after, invalid)
     t0_ = jnp.asarray(t0, dtype=float)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args))
+    if backend == "native":
+        _check_native(traced, solver_arg, exact_save, dt0)
+        from ._native import simulate_native
+
+        ys, outs, status, steps = simulate_native(
+            args, axes, batch, t0_, rtol, atol, int(max_steps), batch_size, int(workers))
+        return Solution(ts=ts, states=jnp.asarray(ys), outputs={k: jnp.asarray(v) for k, v in outs.items()},
+                        status=jnp.asarray(status), num_steps=jnp.asarray(steps),
+                        state_names=tuple(model.states))
     if batch is None or traced or batch_size is None or batch <= batch_size:
         with _checks_without_callbacks():
             ys, outs, status, steps = _run(*args, t0_, cfg, axes)

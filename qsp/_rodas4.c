@@ -169,10 +169,11 @@ static int segment(double ta, double tb, double *y, const double *p, const doubl
                 }
                 f_eval(t + R_ALPHA[s] * hh, yi, p, u, fi);
             }
+            double ch[5], gh = R_GI[s] * hh;
+            for (int j = 0; j < s; j++) ch[j] = R_C[s][j] / hh;
             for (int i = 0; i < N; i++) {
-                double v = fi[i];
-                for (int j = 0; j < s; j++) v += (R_C[s][j] / hh) * k[j][i];
-                v += (R_GI[s] * hh) * ft[i];
+                double v = fi[i] + gh * ft[i];
+                for (int j = 0; j < s; j++) v += ch[j] * k[j][i];
                 k[s][i] = v;
             }
 #ifdef QSP_SNNZ

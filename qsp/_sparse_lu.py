@@ -75,7 +75,7 @@ def c_sparse_lu(pattern: np.ndarray) -> tuple[str, int, int]:
             w = f"g - J[{oi * n + oj}]" if pattern[oi, oj] else "g"
         lines.append(f"  a[{e}] = {w};")
     lines.append("  double big0 = 0.0;")
-    lines.append(f"  for (int e = 0; e < {nnz}; e++) big0 = fmax(big0, fabs(a[e]));")
+    lines.append(f"  for (int e = 0; e < {nnz}; e++) big0 = fabs(a[e]) > big0 ? fabs(a[e]) : big0;")
     madds = 0
     for k in range(n):
         kk = pos[(k, k)]
@@ -89,7 +89,7 @@ def c_sparse_lu(pattern: np.ndarray) -> tuple[str, int, int]:
                 lines.append(f"  a[{pos[(i, j)]}] -= a[{pos[(i, k)]}] * a[{pos[(k, j)]}];")
                 madds += 1
     lines.append("  double big = 0.0;")
-    lines.append(f"  for (int e = 0; e < {nnz}; e++) big = fmax(big, fabs(a[e]));")
+    lines.append(f"  for (int e = 0; e < {nnz}; e++) big = fabs(a[e]) > big ? fabs(a[e]) : big;")
     lines.append("  return isfinite(big) && big <= 1e6 * big0;")
     lines.append("}")
     # Solve: x = W^{-1} b in place, b in the original order.

@@ -5,7 +5,8 @@ through many small XLA kernels; the 29-state CRS model spent ~36 us per patient-
 where the arithmetic needs a few (benchmarks/NOTES.md sections 13, 15). Here the
 vector field and its Jacobian are generated as straight C from the model's jaxpr
 (`qsp/_codegen.py`), pasted into a fixed Rodas4 solver (`qsp/_rodas4.c`: the tableau of
-`qsp.Rodas4`, the JAX backend's dosing segments and exact landing on save times),
+`qsp.Rodas4`, the JAX backend's dosing segments, and either exact landing on the save
+times or, with `exact_save=False`, its cubic Hermite dense output),
 compiled once per model structure with the system C compiler and cached on disk, and
 called through `ctypes` (which releases the GIL, so `workers` threads use that many
 cores in one process).
@@ -157,10 +158,10 @@ class Kernel:
         self.source = head + rhs + jac + lu + template
         self._fn = fn = _load(self.source).qsp_solve
         fn.restype = None
-        fn.argtypes = ([ctypes.c_int] * 3 + [ctypes.c_void_p] * 8 + [ctypes.c_double] * 2 + [ctypes.c_int]
+        fn.argtypes = ([ctypes.c_int] * 3 + [ctypes.c_void_p] * 8 + [ctypes.c_double] * 2 + [ctypes.c_int] * 2
                        + [ctypes.c_void_p] * 3)
 
-    def solve(self, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, max_steps, workers=1):
+    def solve(self, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, max_steps, workers=1, exact_save=True):
         """Solve a batch (row = patient); returns (states, status, steps)."""
         b, n_seg, n_ts = B.shape[0], B.shape[1] - 1, ts.shape[1]
         c = lambda a, dt: np.ascontiguousarray(a, dtype=dt)
@@ -175,7 +176,7 @@ class Kernel:
             if hi <= lo:
                 return
             self._fn(hi - lo, n_seg, n_ts, *(a[lo:].ctypes.data for a in (params, y0, B, dose, u, ts, owner, invalid)),
-                     float(rtol), float(atol), int(max_steps), out[lo:].ctypes.data, status[lo:].ctypes.data,
+                     float(rtol), float(atol), int(max_steps), int(bool(exact_save)), out[lo:].ctypes.data, status[lo:].ctypes.data,
                      steps[lo:].ctypes.data)
 
         workers = max(1, min(int(workers), b))
@@ -245,7 +246,7 @@ def _outputs_batch(model, ts, ys, m_ax):
     return jax.vmap(_outputs, in_axes=(m_ax, 0, 0))(model, ts, ys)
 
 
-def simulate_native(args, axes, batch, t0, rtol, atol, max_steps, batch_size, workers):
+def simulate_native(args, axes, batch, t0, rtol, atol, max_steps, batch_size, workers, exact_save=True):
     """The native backend of `qsp.simulate` (arguments as its internals prepare them).
 
     Returns (states, outputs, status, steps) as NumPy arrays, batched iff `batch`."""
@@ -264,7 +265,8 @@ def simulate_native(args, axes, batch, t0, rtol, atol, max_steps, batch_size, wo
         prep = [np.asarray(x) for x in _prepare(m, r, c, t, af, t0, axes[:5])]
         params, y0, B, dose, u, ts_b, owner = prep
         inv = np.broadcast_to(np.asarray(inv, dtype=bool), (B.shape[0],))
-        ys, status, steps = kernel.solve(params, y0, B, dose, u, ts_b, owner, inv, rtol, atol, max_steps, workers)
+        ys, status, steps = kernel.solve(params, y0, B, dose, u, ts_b, owner, inv, rtol, atol, max_steps, workers,
+                                         exact_save)
         ys[status != Status.SUCCESS] = np.nan
         outs = {k: np.asarray(v) for k, v in _outputs_batch(m, jnp.asarray(ts_b), jnp.asarray(ys), m_ax).items()}
         keep = min(chunk, size - s)

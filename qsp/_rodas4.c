@@ -122,7 +122,7 @@ static double initial_step(double t0, const double *y0, const double *f0, const 
 /* One segment [ta, tb]: y advanced in place; save times ts[idx[0..m)] (each clipped
    into [ta, tb], non-decreasing) written to out. Returns a status code. */
 static int segment(double ta, double tb, double *y, const double *p, const double *u, const double *ts,
-                   const int *idx, int m, double *out, double rtol, double atol, int max_steps,
+                   const int *idx, int m, double *out, double rtol, double atol, int max_steps, int exact,
                    long long *steps) {
     double f0[N], f1[N], ft[N], J[N * N], W[N * N], k[6][N], yi[N], fi[N], y1[N];
     int piv[N];
@@ -139,7 +139,8 @@ static int segment(double ta, double tb, double *y, const double *p, const doubl
     int n_steps = 0, last_rejected = 0;
     while (t < tb) {
         if (n_steps >= max_steps) return 1;
-        double target = js < m ? SAVE_TIME(js) : tb;
+        /* exact: land on the next save time; else step freely, interpolate the saves. */
+        double target = (exact && js < m) ? SAVE_TIME(js) : tb;
         double hh = h;
         int clipped = 0;
         if (t + hh >= target) { hh = target - t; clipped = 1; }
@@ -196,7 +197,16 @@ static int segment(double ta, double tb, double *y, const double *p, const doubl
         double factor = err == 0.0 ? 10.0 : 0.9 * pow(err, -0.25);
         factor = fmin(10.0, fmax(0.2, factor));
         if (err <= 1.0) {
-            t = clipped ? target : t + hh;
+            double t1 = clipped ? target : t + hh;
+            /* Cubic Hermite through (y0, f0) and (y1, f1), as qsp.Rodas4's dense output. */
+            for (; !exact && js < m && SAVE_TIME(js) <= t1; js++) {
+                double th = (SAVE_TIME(js) - t) / hh, th2 = th * th, th3 = th2 * th;
+                double h00 = 2 * th3 - 3 * th2 + 1, h10 = (th3 - 2 * th2 + th) * hh, h01 = 3 * th2 - 2 * th3,
+                       h11 = (th3 - th2) * hh;
+                double *o = out + (long)idx[js] * N;
+                for (int i = 0; i < N; i++) o[i] = h00 * y[i] + h10 * f0[i] + h01 * y1[i] + h11 * f1[i];
+            }
+            t = t1;
             memcpy(y, y1, sizeof(double) * N);
             memcpy(f0, f1, sizeof(double) * N);
             while (js < m && SAVE_TIME(js) <= t) { memcpy(out + (long)idx[js] * N, y, sizeof(double) * N); js++; }
@@ -220,7 +230,7 @@ static int segment(double ta, double tb, double *y, const double *p, const doubl
 /* Patients [0, n_pat): each row of every array is one patient (see qsp/_native.py). */
 void qsp_solve(int n_pat, int n_seg, int n_ts, const double *params, const double *y0, const double *B,
                const double *dose, const double *u, const double *ts, const int *owner, const int *invalid,
-               double rtol, double atol, int max_steps, double *out, int *status, long long *steps) {
+               double rtol, double atol, int max_steps, int exact, double *out, int *status, long long *steps) {
     int idx[n_ts > 0 ? n_ts : 1], start[n_seg + 1];
     double y[N];
     for (int pt = 0; pt < n_pat; pt++) {
@@ -247,7 +257,7 @@ void qsp_solve(int n_pat, int n_seg, int n_ts, const double *params, const doubl
             for (int i = 0; i < N; i++) y[i] += d[i];
             st = segment(B[(long)pt * (n_seg + 1) + s], B[(long)pt * (n_seg + 1) + s + 1], y, pp,
                          u + ((long)pt * n_seg + s) * N, tp, idx + start[s], start[s + 1] - start[s], yo,
-                         rtol, atol, max_steps, steps + pt);
+                         rtol, atol, max_steps, exact, steps + pt);
         }
         status[pt] = st;
     }

@@ -72,7 +72,7 @@ def _checks_without_callbacks():
         eqx_errors.EQX_ON_ERROR = old
 
 
-def _check_native(traced, solver, exact_save, dt0):
+def _check_native(traced, solver, dt0):
     if traced:
         raise ValueError(
             "backend='native' runs compiled C on concrete arrays: it cannot be traced by "
@@ -85,9 +85,6 @@ def _check_native(traced, solver, exact_save, dt0):
             f"backend='native' always uses Rodas4; got solver={type(solver).__name__}. "
             "Drop solver= or use backend='jax'."
         )
-    if not exact_save:
-        raise ValueError("backend='native' always steps onto the save times; exact_save=False is "
-                         "only available with backend='jax'.")
     if dt0 is not None:
         raise ValueError("backend='native' chooses its first step itself; dt0= is only "
                          "available with backend='jax'.")
@@ -490,8 +487,7 @@ def simulate(
     - `backend`: `"jax"` (default: diffrax in XLA, differentiable, any solver) or
       `"native"`: each patient solved by Rodas4 in C generated from the model's jaxpr
       and compiled with the system C compiler (`qsp/_native.py`); forward only (not
-      under `jax.jit`/`jax.grad`), always lands on the save times, and `workers` are
-      threads of this process. Several times faster per patient on a CPU
+      under `jax.jit`/`jax.grad`), and `workers` are threads of this process. Several times faster per patient on a CPU
       (benchmarks/NOTES.md section 16); results agree with the JAX backend to the
       step tolerances.
 
@@ -585,11 +581,11 @@ def simulate(
     t0_ = jnp.asarray(t0, dtype=float)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args))
     if backend == "native":
-        _check_native(traced, solver_arg, exact_save, dt0)
+        _check_native(traced, solver_arg, dt0)
         from ._native import simulate_native
 
         ys, outs, status, steps = simulate_native(
-            args, axes, batch, t0_, rtol, atol, int(max_steps), batch_size, int(workers))
+            args, axes, batch, t0_, rtol, atol, int(max_steps), batch_size, int(workers), bool(exact_save))
         return Solution(ts=ts, states=jnp.asarray(ys), outputs={k: jnp.asarray(v) for k, v in outs.items()},
                         status=jnp.asarray(status), num_steps=jnp.asarray(steps),
                         state_names=tuple(model.states))

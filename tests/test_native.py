@@ -162,6 +162,22 @@ def test_single_patient_shapes_and_trough_order():
         np.testing.assert_allclose(np.asarray(sol.outputs["CP"]), want, rtol=1e-7, atol=1e-12)
 
 
+def test_interpolated_saves():
+    """exact_save=False: saves from the cubic Hermite dense output, the steps free of
+    the save grid: fewer steps on a dense grid (391 against 513 when measured), the
+    closed form within 1e-6 of its peak (3.3e-7 measured; 7.2e-8 with exact saves)."""
+    reg = qsp.Regimen.bolus(amount=200.0, time=1.0, cmt="DEPOT", ii=24.0, addl=2)
+    ts = jnp.linspace(0.0, 72.0, 289)
+    m = pk2cmt(**P2, F1=0.6, ALAG1=0.75)
+    kw = dict(rtol=1e-6, atol=1e-9, backend="native")
+    interp = qsp.simulate(m, reg, ts, exact_save=False, **kw)
+    exact = qsp.simulate(m, reg, ts, **kw)
+    want = cf.two_cmt_oral(np.asarray(ts), 200.0, cf.dose_times(1, 24, 2), P2["CL"], P2["V1"], P2["Q"], P2["V2"],
+                           P2["KA"], F=0.6, lag=0.75)
+    assert int(interp.num_steps) < int(exact.num_steps)
+    assert np.abs(np.asarray(interp.outputs["CP"]) - want).max() < 1e-6 * want.max()
+
+
 def test_failures_are_flagged_per_patient():
     """An out-of-bounds parameter gives INVALID_PARAMETERS, too few steps
     MAX_STEPS_REACHED; the other patients are solved as alone."""
@@ -197,8 +213,8 @@ def test_native_bad_arguments():
         qsp.simulate(m, reg, ts, backend="fast")
     with pytest.raises(ValueError, match="always uses Rodas4"):
         qsp.simulate(m, reg, ts, backend="native", solver=qsp.default_solver(1e-6, 1e-9))
-    with pytest.raises(ValueError, match="exact_save"):
-        qsp.simulate(m, reg, ts, backend="native", exact_save=False)
+    with pytest.raises(ValueError, match="dt0"):
+        qsp.simulate(m, reg, ts, backend="native", dt0=0.1)
     with pytest.raises(ValueError, match="cannot be traced"):
         jax.grad(lambda cl: qsp.simulate(m.replace(CL=cl), reg, ts, backend="native").outputs["CP"][-1])(1.0)
 

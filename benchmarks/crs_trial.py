@@ -7,12 +7,14 @@ command runs it (wall and this process's CPU seconds). The load average is sampl
 label arm's cycle-1 IL-6 peaks also give the CRS link thresholds
 (`crs.calibrate_link`, recorded here for `models/tce/crs.py`).
 
-    .venv/bin/python benchmarks/crs_trial.py [--n 1000] [--chunk 50] [--workers 2]
+    .venv/bin/python benchmarks/crs_trial.py [--n 1000] [--chunk 50] [--workers 2] [--backend native]
 
 `--workers k` runs the chunks in k processes (`qsp.simulate(..., workers=k)`, what the
 command does by default, one per core); the warm-up then gives every worker chunks to
 compile, and the CPU seconds reported are this process's only (the workers' are not
-counted: compare wall times).
+counted: compare wall times). `--backend native` solves each patient in generated C
+(`qsp.simulate(..., backend="native")`, `workers` threads; its warm-up is one 256-patient
+chunk, the native trial's chunk size, and includes generating and compiling the C).
 """
 
 from __future__ import annotations
@@ -36,23 +38,27 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--chunk", type=int, default=50)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--backend", choices=("jax", "native"), default="jax")
     ap.add_argument("--tag", default="cpu")
     a = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"crs_trial_{a.tag}.json"
     load = LoadSampler(every=5.0).start()
     res = {"benchmark": "crs_trial", "n": a.n, "regimens": [], "cycles": 4, "seed": 0, "chunk": a.chunk,
-           "workers": a.workers, "machine": machine_info()}
+           "workers": a.workers, "backend": a.backend, "machine": machine_info()}
     t0 = time.perf_counter()
     warm = a.chunk * (1 if a.workers == 1 else 2 * a.workers)  # chunks for every worker
-    trial.run(n=warm, chunk=a.chunk, progress=False, workers=a.workers)  # compiles the chunk solve
+    if a.backend == "native":
+        warm = 256
+    # compiles the chunk solve
+    trial.run(n=warm, chunk=a.chunk, progress=False, workers=a.workers, backend=a.backend)
     res["warmup_compile_plus_run_s"] = round(time.perf_counter() - t0, 1)
     # The three regimens in one `trial.run`, as `qsp trial crs` runs them: they are
     # padded to one event count, so the warm-up's compile serves all of them. (Until
     # 2026-12-02 this timed one regimen per call; each padded to its own event count and
     # recompiled inside the timing.)
     t0, c0 = time.perf_counter(), cpu_seconds()
-    summary, patients, _ = trial.run(n=a.n, chunk=a.chunk, progress=True, workers=a.workers)
+    summary, patients, _ = trial.run(n=a.n, chunk=a.chunk, progress=True, workers=a.workers, backend=a.backend)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     for spec in trial.DEFAULT_REGIMENS:
         res["regimens"].append({"regimen": spec, "n_failed": int((patients[patients.regimen == spec].status != 0).sum())})

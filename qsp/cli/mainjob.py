@@ -2,8 +2,8 @@
 
 The main job is the mosunetuzumab CRS virtual trial (`qsp trial crs`) on its defaults
 (1000 patients, seed 0, 4 cycles, regimens flat 20 mg, 1.6/20 and label), written to
-`qsp-out/`: about 1.5 minutes after compilation on 2 CPU cores
-(benchmarks/results/crs_trial_cpu.md). `--n` makes it smaller.
+`qsp-out/`, with the native backend when a C compiler is found (`qsp trial crs
+--backend`; benchmarks/results/crs_trial_cpu*.md for times). `--n` makes it smaller.
 """
 
 from __future__ import annotations

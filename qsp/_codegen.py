@@ -21,6 +21,7 @@ which primitive, so the caller can fall back to the JAX backend.
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.extend as jex
@@ -33,13 +34,22 @@ class NativeUnsupported(NotImplementedError):
 
 
 class _Emitter:
-    """Collects C statements; each new scalar is a `const double` local."""
+    """Collects C statements; each new scalar is a `const double` local, or, when
+    `varying` is given and the expression reads none of it (a function of the hoisted
+    inputs alone, e.g. `log(EC50)` of a parameter), a slot `q[k]` of a separate
+    precomputation, done once per patient instead of once per call."""
 
-    def __init__(self):
+    def __init__(self, varying: re.Pattern | None = None):
         self.lines: list[str] = []
+        self.pre: list[str] = []
         self.count = 0
+        self.varying = varying
 
     def new(self, expr: str) -> str:
+        if self.varying is not None and not self.varying.search(expr):
+            name = f"q[{len(self.pre)}]"
+            self.pre.append(f"  {name} = {expr};")
+            return name
         name = f"v{self.count}"
         self.count += 1
         self.lines.append(f"  const double {name} = {expr};")
@@ -92,8 +102,8 @@ _LINEAR_INDEXED = frozenset({"gather", "scatter", "scatter-add", "dynamic_slice"
 
 
 class _Scalariser:
-    def __init__(self):
-        self.em = _Emitter()
+    def __init__(self, varying=None):
+        self.em = _Emitter(varying)
 
     # -- scalar operations with constant folding ------------------------------------------
     def add(self, a, b):
@@ -424,15 +434,22 @@ def _move(name, p, ins):
     return None
 
 
-def c_function(fn, in_avals, name: str) -> tuple[str, list[np.ndarray]]:
+def c_function(fn, in_avals, name: str, hoist: tuple[int, ...] = ()) -> tuple[str, list[np.ndarray], int]:
     """C source of `void name(const double* in0, ..., double* out0, ...)` computing `fn`.
 
     `in_avals`: `jax.ShapeDtypeStruct`s of the (array) inputs, read from their C
     pointers in row-major order; every output is written row-major to its pointer.
-    Returns the source and the outputs as object arrays of their scalars (a Python
-    float where the value is a constant: `0.0` marks a structural zero)."""
+    `hoist`: indices of inputs that stay fixed across many calls (a patient's
+    parameters): what depends on them alone goes to `void name_pre(in_h..., double* q)`,
+    and `name` takes `const double* q` after its inputs.
+    Returns the source, the outputs as object arrays of their scalars (a Python float
+    where the value is a constant: `0.0` marks a structural zero), and the length of q."""
     closed = jax.make_jaxpr(fn)(*in_avals)
-    s = _Scalariser()
+    varying = None
+    if hoist:
+        ks = "|".join(str(k) for k in range(len(in_avals)) if k not in hoist)
+        varying = re.compile(r"\bv\d+\b" + (rf"|\bin(?:{ks})\[" if ks else ""))
+    s = _Scalariser(varying)
     inputs = []
     for k, av in enumerate(in_avals):
         size = int(np.prod(av.shape, dtype=int))
@@ -441,10 +458,16 @@ def c_function(fn, in_avals, name: str) -> tuple[str, list[np.ndarray]]:
     with jax.ensure_compile_time_eval():
         outs = s.run(closed.jaxpr, closed.consts, inputs)
     args = [f"const double* restrict in{k}" for k in range(len(in_avals))]
+    if hoist:
+        args.append("const double* restrict q")
     args += [f"double* restrict out{k}" for k in range(len(outs))]
     body = list(s.em.lines)
     for k, o in enumerate(outs):
         for i, x in enumerate(np.asarray(o, dtype=object).reshape(-1)):
             body.append(f"  out{k}[{i}] = {_c(x)};")
-    src = f"static void {name}({', '.join(args)}) {{\n" + "\n".join(body) + "\n}\n"
-    return src, [np.asarray(o, dtype=object) for o in outs]
+    src = ""
+    if hoist:
+        pre_args = [f"const double* restrict in{k}" for k in hoist] + ["double* restrict q"]
+        src += f"static void {name}_pre({', '.join(pre_args)}) {{\n" + "\n".join(s.em.pre) + "\n}\n"
+    src += f"static void {name}({', '.join(args)}) {{\n" + "\n".join(body) + "\n}\n"
+    return src, [np.asarray(o, dtype=object) for o in outs], len(s.em.pre)

@@ -100,7 +100,7 @@ def native_function(fn, in_avals):
     """`fn` (arrays in, arrays out, float64) compiled to C: a NumPy callable.
 
     For testing the generator against `fn` itself; the solver uses the same path."""
-    src, outs = c_function(fn, in_avals, "qsp_fn")
+    src, outs, _ = c_function(fn, in_avals, "qsp_fn")
     shapes = [o.shape for o in outs]
     n_in = len(in_avals)
     args = ", ".join([f"const double* in{k}" for k in range(n_in)] + [f"double* out{k}" for k in range(len(outs))])
@@ -146,15 +146,16 @@ class Kernel:
 
         avals = (jax.ShapeDtypeStruct((), float), jax.ShapeDtypeStruct((self.n,), float),
                  jax.ShapeDtypeStruct((self.p,), float))
-        rhs, _ = c_function(f, avals, "qsp_rhs")
-        jac, (_, J) = c_function(jax.jacfwd(f, argnums=(0, 1)), avals, "qsp_jac")
+        rhs, _, nq_rhs = c_function(f, avals, "qsp_rhs", hoist=(2,))
+        jac, (_, J), nq_jac = c_function(jax.jacfwd(f, argnums=(0, 1)), avals, "qsp_jac", hoist=(2,))
         # The entries the generated Jacobian can make non-zero (the rest folded to 0.0).
         self.pattern = np.array([[not (isinstance(x, float) and x == 0.0) for x in row] for row in J])
         lu = ""
         if sparse_lu and self.n > 1:
             lu, self.lu_entries, self.lu_madds = c_sparse_lu(self.pattern)
         template = (Path(__file__).with_name("_rodas4.c")).read_text()
-        head = _HEAD + f"#define QSP_N {self.n}\n#define QSP_P {max(self.p, 1)}\n"
+        head = _HEAD + (f"#define QSP_N {self.n}\n#define QSP_P {max(self.p, 1)}\n"
+                        f"#define QSP_NQR {max(nq_rhs, 1)}\n#define QSP_NQJ {max(nq_jac, 1)}\n")
         self.source = head + rhs + jac + lu + template
         self._fn = fn = _load(self.source).qsp_solve
         fn.restype = None

@@ -33,8 +33,14 @@ static const double R_C[6][5] = {
 
 #define N QSP_N
 
-static void f_eval(double t, const double *y, const double *p, const double *u, double *dy) {
-    qsp_rhs(&t, y, p, dy);
+/* A patient: parameters, and what the model computes from them alone (once). */
+typedef struct {
+    const double *p;
+    double qr[QSP_NQR], qj[QSP_NQJ];
+} Patient;
+
+static void f_eval(double t, const double *y, const Patient *p, const double *u, double *dy) {
+    qsp_rhs(&t, y, p->p, p->qr, dy);
     for (int i = 0; i < N; i++) dy[i] += u[i];
 }
 
@@ -95,7 +101,7 @@ static int all_finite(const double *v) {
 }
 
 /* Hairer, Norsett & Wanner, Solving ODEs I, section II.4 (as diffrax's dt0=None). */
-static double initial_step(double t0, const double *y0, const double *f0, const double *p, const double *u,
+static double initial_step(double t0, const double *y0, const double *f0, const Patient *p, const double *u,
                            double rtol, double atol) {
     double sc[N], z[N], y1[N], f1[N], d0 = 0, d1 = 0, d2 = 0;
     for (int i = 0; i < N; i++) {
@@ -121,7 +127,7 @@ static double initial_step(double t0, const double *y0, const double *f0, const 
 
 /* One segment [ta, tb]: y advanced in place; save times ts[idx[0..m)] (each clipped
    into [ta, tb], non-decreasing) written to out. Returns a status code. */
-static int segment(double ta, double tb, double *y, const double *p, const double *u, const double *ts,
+static int segment(double ta, double tb, double *y, const Patient *p, const double *u, const double *ts,
                    const int *idx, int m, double *out, double rtol, double atol, int max_steps, int exact,
                    long long *steps) {
     double f0[N], f1[N], ft[N], J[N * N], W[N * N], k[6][N], yi[N], fi[N], y1[N];
@@ -145,7 +151,7 @@ static int segment(double ta, double tb, double *y, const double *p, const doubl
         int clipped = 0;
         if (t + hh >= target) { hh = target - t; clipped = 1; }
         double tt = t;
-        qsp_jac(&tt, y, p, ft, J);
+        qsp_jac(&tt, y, p->p, p->qj, ft, J);
         double g = 1.0 / (R_GAMMA * hh);
         int sparse = 0, ok = 1;
 #ifdef QSP_SNNZ
@@ -234,7 +240,8 @@ void qsp_solve(int n_pat, int n_seg, int n_ts, const double *params, const doubl
     int idx[n_ts > 0 ? n_ts : 1], start[n_seg + 1];
     double y[N];
     for (int pt = 0; pt < n_pat; pt++) {
-        const double *pp = params + (long)pt * QSP_P;
+        Patient pp;
+        pp.p = params + (long)pt * QSP_P;
         const double *tp = ts + (long)pt * n_ts;
         const int *op = owner + (long)pt * n_ts;
         double *yo = out + (long)pt * n_ts * N;
@@ -242,6 +249,8 @@ void qsp_solve(int n_pat, int n_seg, int n_ts, const double *params, const doubl
         memcpy(y, y0 + (long)pt * N, sizeof(double) * N);
         for (int j = 0; j < n_ts; j++) memcpy(yo + (long)j * N, y, sizeof(double) * N);
         if (invalid[pt]) { status[pt] = 3; continue; }
+        qsp_rhs_pre(pp.p, pp.qr);
+        qsp_jac_pre(pp.p, pp.qj);
         /* Save times grouped by owning segment, in time order (a counting sort). */
         for (int s = 0; s <= n_seg; s++) start[s] = 0;
         for (int j = 0; j < n_ts; j++)
@@ -255,7 +264,7 @@ void qsp_solve(int n_pat, int n_seg, int n_ts, const double *params, const doubl
         for (int s = 0; s < n_seg && st == 0; s++) {
             const double *d = dose + ((long)pt * n_seg + s) * N;
             for (int i = 0; i < N; i++) y[i] += d[i];
-            st = segment(B[(long)pt * (n_seg + 1) + s], B[(long)pt * (n_seg + 1) + s + 1], y, pp,
+            st = segment(B[(long)pt * (n_seg + 1) + s], B[(long)pt * (n_seg + 1) + s + 1], y, &pp,
                          u + ((long)pt * n_seg + s) * N, tp, idx + start[s], start[s + 1] - start[s], yo,
                          rtol, atol, max_steps, exact, steps + pt);
         }

@@ -302,6 +302,20 @@ def qsp_method(case, chunk, all_saves=False, solver=None, workers=1):
     return run
 
 
+def native_method(case, threads=1):
+    """`qsp.simulate(..., backend="native")`: each patient in C generated from the model
+    (always Rodas4, whatever the case's JAX solver), `threads` threads, chunks of 1,024
+    patients (the chunk only bounds the memory of the JAX-side preparation)."""
+    import qsp
+
+    def run(p):
+        sol = qsp.simulate(case.batched(p), case.regimen, case.ts, rtol=case.rtol, atol=case.atol,
+                           max_steps=16384, batch_size=1024, workers=threads, backend="native")
+        return np.asarray(sol.states), np.asarray(sol.num_steps)
+
+    return run
+
+
 def _segments(case):
     from benchmarks._rr_peer import plan
 
@@ -437,7 +451,8 @@ METHODS = ("qsp", "qsp_allsaves", "diffrax_vmap", "scipy_lsoda", "scipy_bdf", "r
 #: with qsp's generic `qsp.default_solver` (Kvaerno5 + Chord).
 #: `qsp_2w`: `qsp` with its chunks in 2 worker processes (`qsp.simulate(..., workers=2)`),
 #: the counterpart of `roadrunner_2p` on a 2-core machine.
-EXTRA_METHODS = ("qsp_rodas4", "qsp_kvaerno5", "qsp_2w")
+#: `qsp_native` / `qsp_native_2t`: the native backend in one / two threads.
+EXTRA_METHODS = ("qsp_rodas4", "qsp_kvaerno5", "qsp_2w", "qsp_native", "qsp_native_2t")
 #: Default methods per workload where they differ from `METHODS`: MAPK and clonal, whose
 #: model default became Rodas4 (NOTES section 14), are also timed with the Kvaerno5 + Chord
 #: they had before, in the same run; `qsp_allsaves` (a record of the pre-save-window
@@ -459,6 +474,8 @@ def build(case, name, chunk, sbml_text=None):
         return qsp_method(case, chunk, solver=qsp.default_solver(case.rtol, case.atol))
     if name == "qsp_2w":
         return qsp_method(case, chunk, workers=2)
+    if name in ("qsp_native", "qsp_native_2t"):
+        return native_method(case, threads=2 if name.endswith("_2t") else 1)
     if name == "qsp_allsaves":
         return qsp_method(case, chunk, all_saves=True)
     if name == "diffrax_vmap":

@@ -434,14 +434,16 @@ def _move(name, p, ins):
     return None
 
 
-def c_function(fn, in_avals, name: str, hoist: tuple[int, ...] = ()) -> tuple[str, list[np.ndarray], int]:
+def c_function(fn, in_avals, name: str, hoist: tuple[int, ...] = (),
+               skip_zeros: bool = False) -> tuple[str, list[np.ndarray], int]:
     """C source of `void name(const double* in0, ..., double* out0, ...)` computing `fn`.
 
     `in_avals`: `jax.ShapeDtypeStruct`s of the (array) inputs, read from their C
     pointers in row-major order; every output is written row-major to its pointer.
     `hoist`: indices of inputs that stay fixed across many calls (a patient's
     parameters): what depends on them alone goes to `void name_pre(in_h..., double* q)`,
-    and `name` takes `const double* q` after its inputs.
+    and `name` takes `const double* q` after its inputs. `skip_zeros`: outputs that are
+    structurally zero are not written (the caller zeroes the buffers once).
     Returns the source, the outputs as object arrays of their scalars (a Python float
     where the value is a constant: `0.0` marks a structural zero), and the length of q."""
     closed = jax.make_jaxpr(fn)(*in_avals)
@@ -464,7 +466,8 @@ def c_function(fn, in_avals, name: str, hoist: tuple[int, ...] = ()) -> tuple[st
     body = list(s.em.lines)
     for k, o in enumerate(outs):
         for i, x in enumerate(np.asarray(o, dtype=object).reshape(-1)):
-            body.append(f"  out{k}[{i}] = {_c(x)};")
+            if not (skip_zeros and _const(x) and x == 0):
+                body.append(f"  out{k}[{i}] = {_c(x)};")
     src = ""
     if hoist:
         pre_args = [f"const double* restrict in{k}" for k in hoist] + ["double* restrict q"]

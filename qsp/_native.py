@@ -46,7 +46,24 @@ from ._codegen import NativeUnsupported, c_function
 from ._sparse_lu import c_sparse_lu
 from ._solution import Status
 
-_CFLAGS = tuple(os.environ.get("QSP_NATIVE_CFLAGS", "-O2").split()) + ("-std=c11", "-shared", "-fPIC")
+# -O3 -march=native: the straight-line LU and solves ~1.5x faster than -O2 on the CRS
+# model (benchmarks/NOTES.md section 16); the cache key then carries the CPU's identity,
+# so a cache shared between different machines never loads a foreign binary. Plain -O2
+# is the fallback for a compiler that refuses -march=native.
+_OPT = tuple(os.environ.get("QSP_NATIVE_CFLAGS", "-O3 -march=native").split())
+_BASE = ("-std=c11", "-shared", "-fPIC")
+
+
+def _cpu_id() -> str:
+    import platform
+
+    ident = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            ident += "".join(sorted({ln for ln in f if ln.startswith(("model name", "flags", "Features"))}))
+    except OSError:
+        pass
+    return ident
 _LOCK = threading.Lock()
 _LIBS: dict[str, ctypes.CDLL] = {}
 
@@ -69,7 +86,7 @@ def _compiler() -> str:
 
 def _load(src: str) -> ctypes.CDLL:
     """Compile `src` to a shared library (once: cached on disk by hash) and load it."""
-    key = hashlib.sha256((src + "\0" + " ".join(_CFLAGS)).encode()).hexdigest()[:24]
+    key = hashlib.sha256((src + "\0" + " ".join(_OPT) + "\0" + _cpu_id()).encode()).hexdigest()[:24]
     with _LOCK:
         if key in _LIBS:
             return _LIBS[key]
@@ -77,13 +94,23 @@ def _load(src: str) -> ctypes.CDLL:
         so = cache / f"qsp_{key}.so"
         if not so.exists():
             cc = _compiler()
-            cache.mkdir(parents=True, exist_ok=True)
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+                if not os.access(cache, os.W_OK):
+                    raise PermissionError(cache)
+            except OSError:  # a read-only home (some CI runners): a private temporary cache
+                cache = Path(tempfile.gettempdir()) / f"qsp-native-{os.getuid() if hasattr(os, 'getuid') else 0}"
+                cache.mkdir(parents=True, exist_ok=True)
+                so = cache / so.name
             with tempfile.TemporaryDirectory(dir=cache) as tmp:
                 c_file = Path(tmp) / "model.c"
                 c_file.write_text(src)
                 out = Path(tmp) / "model.so"
-                proc = subprocess.run([cc, *_CFLAGS, "-o", str(out), str(c_file), "-lm"],
+                proc = subprocess.run([cc, *_OPT, *_BASE, "-o", str(out), str(c_file), "-lm"],
                                       capture_output=True, text=True)
+                if proc.returncode != 0 and "QSP_NATIVE_CFLAGS" not in os.environ:
+                    proc = subprocess.run([cc, "-O2", *_BASE, "-o", str(out), str(c_file), "-lm"],
+                                          capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise RuntimeError(f"compiling the native model failed ({cc}):\n{proc.stderr[-4000:]}")
                 os.replace(out, so)  # atomic: concurrent processes see a whole file or none
@@ -147,7 +174,9 @@ class Kernel:
         avals = (jax.ShapeDtypeStruct((), float), jax.ShapeDtypeStruct((self.n,), float),
                  jax.ShapeDtypeStruct((self.p,), float))
         rhs, _, nq_rhs = c_function(f, avals, "qsp_rhs", hoist=(2,))
-        jac, (_, J), nq_jac = c_function(jax.jacfwd(f, argnums=(0, 1)), avals, "qsp_jac", hoist=(2,))
+        # Structural zeros of J (and f_t) are never written: the solver zeroes them once.
+        jac, (_, J), nq_jac = c_function(jax.jacfwd(f, argnums=(0, 1)), avals, "qsp_jac", hoist=(2,),
+                                         skip_zeros=True)
         # The entries the generated Jacobian can make non-zero (the rest folded to 0.0).
         self.pattern = np.array([[not (isinstance(x, float) and x == 0.0) for x in row] for row in J])
         lu = ""
@@ -259,19 +288,30 @@ def simulate_native(args, axes, batch, t0, rtol, atol, max_steps, batch_size, wo
     size = 1 if batch is None else batch
     chunk = size if batch_size is None else max(1, min(size, int(batch_size)))
     parts = []
-    for s in range(0, size, chunk):
-        rows = np.minimum(np.arange(s, s + chunk), size - 1)
-        a = args if batch is None else _take(args, axes, rows)
-        m, r, c, t, af, inv = a
-        prep = [np.asarray(x) for x in _prepare(m, r, c, t, af, t0, axes[:5])]
-        params, y0, B, dose, u, ts_b, owner = prep
-        inv = np.broadcast_to(np.asarray(inv, dtype=bool), (B.shape[0],))
-        ys, status, steps = kernel.solve(params, y0, B, dose, u, ts_b, owner, inv, rtol, atol, max_steps, workers,
-                                         exact_save)
+
+    def finish(job):
+        fut, m, ts_b, keep = job
+        ys, status, steps = fut.result()
         ys[status != Status.SUCCESS] = np.nan
         outs = {k: np.asarray(v) for k, v in _outputs_batch(m, jnp.asarray(ts_b), jnp.asarray(ys), m_ax).items()}
-        keep = min(chunk, size - s)
         parts.append((ys[:keep], {k: v[:keep] for k, v in outs.items()}, status[:keep], steps[:keep]))
+
+    # A pipeline: chunk k is solved in C (its own threads) while this thread prepares
+    # chunk k + 1 and computes the outputs of chunk k - 1 in JAX.
+    pending = None
+    with ThreadPoolExecutor(1) as solver_thread:
+        for s in range(0, size, chunk):
+            rows = np.minimum(np.arange(s, s + chunk), size - 1)
+            a = args if batch is None else _take(args, axes, rows)
+            m, r, c, t, af, inv = a
+            params, y0, B, dose, u, ts_b, owner = (np.asarray(x) for x in _prepare(m, r, c, t, af, t0, axes[:5]))
+            inv = np.broadcast_to(np.asarray(inv, dtype=bool), (B.shape[0],))
+            fut = solver_thread.submit(kernel.solve, params, y0, B, dose, u, ts_b, owner, inv, rtol, atol,
+                                       max_steps, workers, exact_save)
+            if pending is not None:
+                finish(pending)
+            pending = (fut, m, ts_b, min(chunk, size - s))
+        finish(pending)
     ys = np.concatenate([p[0] for p in parts])
     outs = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
     status = np.concatenate([p[2] for p in parts]).astype(np.int32)

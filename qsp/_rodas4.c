@@ -141,6 +141,8 @@ static int segment(double ta, double tb, double *y, const Patient *p, const doub
         return 0;
     }
     f_eval(t, y, p, u, f0);
+    memset(J, 0, sizeof(J)); /* qsp_jac writes only the structural non-zeros */
+    memset(ft, 0, sizeof(ft));
     double h = fmin(initial_step(t, y, f0, p, u, rtol, atol), tb - ta);
     int n_steps = 0, last_rejected = 0;
     while (t < tb) {

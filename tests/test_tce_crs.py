@@ -345,6 +345,33 @@ def test_cli_trial_crs_writes_the_tables(tmp_path, capsys):
     assert "regimen '1.6-20'" in capsys.readouterr().err
 
 
+def test_cli_auto_backend_falls_back_to_jax(tmp_path, capsys, monkeypatch):
+    """`--backend auto` with a "compiler" that fails (`false`) and an empty native cache:
+    the trial still runs, on the JAX backend, and says so; `--backend native` reports
+    the failure as a command-line error (exit 2)."""
+    import shutil
+
+    from qsp.cli import main
+
+    if shutil.which("false") is None:
+        pytest.skip("no `false` executable")
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setenv("QSP_NATIVE_CACHE", str(tmp_path / "empty_cache"))
+    import qsp._native as nat
+
+    monkeypatch.setattr(nat, "_LIBS", {})
+    monkeypatch.setattr(nat, "_KERNELS", {})
+    out = tmp_path / "crs"
+    argv = ["trial", "crs", "--n", "4", "--regimens", "label", "--seed", "7", "--chunk", "4", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "native backend is unavailable here" in printed and "jax backend" in printed
+    assert (out / "summary.csv").exists()
+    assert main(argv + ["--backend", "native"]) == 2
+    assert "--backend native: compiling the native model failed" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_gradient_of_log_peak_il6_matches_finite_differences(model):
     """d log(max IL-6 over the first day after 1 mg) / d (KdrugactT, kIL6prod, Bref):

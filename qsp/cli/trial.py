@@ -108,12 +108,27 @@ def crs_job(n, regimens, cycles, seed, chunk, out, progress=True, workers=None, 
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     workers = default_workers(n, chunk) if workers is None else workers
-    backend = resolve_backend(backend)
-    unit = ("thread", "threads") if backend == "native" else ("worker process", "worker processes")
-    print(f"qsp trial crs: {n} virtual NHL patients (seed {seed}), {cycles} cycles, "
-          f"regimens {', '.join(regimens)}, {backend} backend, {workers} {unit[workers > 1]}", flush=True)
-    summary, patients, curves = trial.run(n=n, regimens=regimens, cycles=cycles, seed=seed,
-                                          chunk=chunk, progress=progress, workers=workers, backend=backend)
+    chosen = resolve_backend(backend)
+
+    def run(be):
+        unit = ("thread", "threads") if be == "native" else ("worker process", "worker processes")
+        print(f"qsp trial crs: {n} virtual NHL patients (seed {seed}), {cycles} cycles, "
+              f"regimens {', '.join(regimens)}, {be} backend, {workers} {unit[workers > 1]}", flush=True)
+        return trial.run(n=n, regimens=regimens, cycles=cycles, seed=seed, chunk=chunk, progress=progress,
+                         workers=workers, backend=be)
+
+    try:
+        summary, patients, curves = run(chosen)
+    except (RuntimeError, NotImplementedError) as err:
+        # 'auto' promised a result whatever the machine: a compiler that is present but
+        # fails (or a model the generator cannot express) falls back to the JAX backend.
+        if chosen != "native":
+            raise
+        if backend != "auto":
+            raise UserError(f"--backend native: {err} (or use --backend jax)") from None
+        print(f"qsp trial crs: the native backend is unavailable here ({str(err).splitlines()[0]}); "
+              "using the JAX backend.", flush=True)
+        summary, patients, curves = run("jax")
     summary.to_csv(os.path.join(out, "summary.csv"), index=False)
     patients.to_csv(os.path.join(out, "patients.csv"), index=False)
     trial.plot(curves, os.path.join(out, "il6_by_regimen.png"))

@@ -100,7 +100,13 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
         flat0, unravel = ravel_pytree(y0)
         dtype = flat0.dtype
         t0 = jnp.asarray(t0, dtype=dtype)
-        h = jnp.asarray(t1, dtype=dtype) - t0
+        h_raw = jnp.asarray(t1, dtype=dtype) - t0
+        # Under vmap, patients that have finished keep taking zero-length steps (masked
+        # by diffrax). With h = 0 the 1/h terms are infinite, and reverse mode turns the
+        # masked infinities into NaN gradients for everyone (0 * inf): step by a
+        # harmless h = 1 instead, and return y0 unchanged (the double-`where` pattern).
+        zero = h_raw == 0
+        h = jnp.where(zero, jnp.ones_like(h_raw), h_raw)
 
         def f(t, y):
             return ravel_pytree(terms.vf(t, unravel(y), args))[0]
@@ -122,13 +128,14 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
             if _GAMMA_I[i] != 0.0:
                 rhs = rhs + (_GAMMA_I[i] * h) * f_t
             ks.append(solve(rhs))
-        y1 = flat0 + sum(a * k for a, k in zip(_A[5], ks)) + ks[5]
-        f1 = f(t0 + h, y1)
+        y1 = jnp.where(zero, flat0, flat0 + sum(a * k for a, k in zip(_A[5], ks)) + ks[5])
+        f1 = jnp.where(zero, f0, f(t0 + h, y1))
         dense_info = dict(y0=y0, y1=unravel(y1), k=jax.tree.map(
-            lambda a, b: jnp.stack([a, b]), unravel(f0 * h), unravel(f1 * h)))
+            lambda a, b: jnp.stack([a, b]), unravel(f0 * h_raw), unravel(f1 * h_raw)))
         # A singular W or an overflow gives non-finite stages: an infinite error
         # estimate makes the step-size controller reject the step and shrink h.
         err = jnp.where(jnp.all(jnp.isfinite(y1)) & jnp.all(jnp.isfinite(f1)), ks[5], jnp.inf)
+        err = jnp.where(zero, jnp.zeros_like(err), err)
         return unravel(y1), unravel(err), dense_info, unravel(f1), dfx.RESULTS.successful
 
     def _factor(self, flat0, h, J):

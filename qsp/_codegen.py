@@ -208,6 +208,8 @@ class _Scalariser:
         if name == "split":
             cuts = np.cumsum(p["sizes"])[:-1]
             return np.split(ins[0], cuts, axis=p["axis"])
+        if name == "unstack":  # the transpose of `stack`, met in reverse mode
+            return [np.take(ins[0], i, axis=p["axis"]) for i in range(ins[0].shape[p["axis"]])]
         moved = _move(name, p, ins)
         if moved is not None:
             return [moved]

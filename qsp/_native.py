@@ -156,12 +156,13 @@ def _flat_params(model) -> jax.Array:
 class Kernel:
     """A model's compiled C solver (see the module docstring)."""
 
-    def __init__(self, model, sparse_lu: bool = True):
+    def __init__(self, model, sparse_lu: bool = True, adjoint: bool = False):
         dyn, static = eqx.partition(model, eqx.is_inexact_array)
         leaves, treedef = jax.tree.flatten(dyn)
         shapes = [jnp.shape(x) for x in leaves]
         sizes = [int(np.prod(s, dtype=int)) for s in shapes]
         self.n, self.p = model.n_states, int(sum(sizes))
+        self.adjoint = adjoint
 
         def f(t, y, p):
             parts, o = [], 0
@@ -171,12 +172,12 @@ class Kernel:
             m = eqx.combine(jax.tree.unflatten(treedef, parts), static)
             return jnp.asarray(m.rhs(t, y), dtype=float)
 
-        avals = (jax.ShapeDtypeStruct((), float), jax.ShapeDtypeStruct((self.n,), float),
-                 jax.ShapeDtypeStruct((self.p,), float))
+        sd = jax.ShapeDtypeStruct
+        avals = (sd((), float), sd((self.n,), float), sd((self.p,), float))
         rhs, _, nq_rhs = c_function(f, avals, "qsp_rhs", hoist=(2,))
         # Structural zeros of J (and f_t) are never written: the solver zeroes them once.
-        jac, (_, J), nq_jac = c_function(jax.jacfwd(f, argnums=(0, 1)), avals, "qsp_jac", hoist=(2,),
-                                         skip_zeros=True)
+        jac_f = jax.jacfwd(f, argnums=(0, 1))
+        jac, (_, J), nq_jac = c_function(jac_f, avals, "qsp_jac", hoist=(2,), skip_zeros=True)
         # The entries the generated Jacobian can make non-zero (the rest folded to 0.0).
         self.pattern = np.array([[not (isinstance(x, float) and x == 0.0) for x in row] for row in J])
         lu = ""
@@ -186,10 +187,20 @@ class Kernel:
         head = _HEAD + (f"#define QSP_N {self.n}\n#define QSP_P {max(self.p, 1)}\n"
                         f"#define QSP_NQR {max(nq_rhs, 1)}\n#define QSP_NQJ {max(nq_jac, 1)}\n")
         self.source = head + rhs + jac + lu + template
-        self._fn = fn = _load(self.source).qsp_solve
+        if adjoint:
+            self.source += _adjoint_source(f, jac_f, avals, self.n, self.p, self.pattern)
+        lib = _load(self.source)
+        self._fn = fn = lib.qsp_solve
         fn.restype = None
         fn.argtypes = ([ctypes.c_int] * 3 + [ctypes.c_void_p] * 8 + [ctypes.c_double] * 2 + [ctypes.c_int] * 2
                        + [ctypes.c_void_p] * 3)
+        if adjoint:
+            self._tape_fn, self._adj_fn, self._free_fn = lib.qsp_solve_tape, lib.qsp_adjoint, lib.qsp_tape_free
+            self._tape_fn.restype = self._adj_fn.restype = self._free_fn.restype = None
+            self._tape_fn.argtypes = ([ctypes.c_int] * 3 + [ctypes.c_void_p] * 8 + [ctypes.c_double] * 2
+                                      + [ctypes.c_int] + [ctypes.c_void_p] * 5)
+            self._adj_fn.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 12
+            self._free_fn.argtypes = [ctypes.c_int, ctypes.c_void_p]
 
     def solve(self, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, max_steps, workers=1, exact_save=True):
         """Solve a batch (row = patient); returns (states, status, steps)."""
@@ -220,10 +231,30 @@ class Kernel:
         return out, status, steps
 
 
+def _adjoint_source(f, jac_f, avals, n, p, pattern) -> str:
+    """The adjoint's generated part (f's VJP, the VJP of (f_t, J), J's pattern) and
+    `qsp/_rodas4_adj.c`."""
+    sd = jax.ShapeDtypeStruct
+
+    def vjp(t, y, q, w):
+        return jax.vjp(lambda y, q: f(t, y, q), y, q)[1](w)
+
+    def jvjp(t, y, q, ftb, Jb):
+        return jax.vjp(lambda y, q: jac_f(t, y, q), y, q)[1]((ftb, Jb))
+
+    v_src, _, nq_v = c_function(vjp, avals + (sd((n,), float),), "qsp_vjp", hoist=(2,))
+    j_src, _, nq_j = c_function(jvjp, avals + (sd((n,), float), sd((n, n), float)), "qsp_jvjp", hoist=(2,))
+    rows, cols = np.nonzero(pattern)
+    arr = lambda a: "{" + ", ".join(str(int(x)) for x in a) + "}" if len(a) else "{0}"
+    head = (f"#define QSP_NQV {max(nq_v, 1)}\n#define QSP_NQJV {max(nq_j, 1)}\n#define QSP_JNNZ {len(rows)}\n"
+            f"static const int qsp_jr[] = {arr(rows)};\nstatic const int qsp_jc[] = {arr(cols)};\n")
+    return head + v_src + j_src + (Path(__file__).with_name("_rodas4_adj.c")).read_text()
+
+
 _KERNELS: dict = {}
 
 
-def kernel_for(model, m_axes) -> Kernel:
+def kernel_for(model, m_axes, adjoint: bool = False) -> Kernel:
     """The compiled kernel of a (per-patient) model, reused across calls in a process."""
     for (path, ax), leaf in zip(jax.tree_util.tree_leaves_with_path(m_axes, is_leaf=lambda x: x is None),
                                 jax.tree.leaves(model, is_leaf=lambda x: x is None)):
@@ -237,13 +268,13 @@ def kernel_for(model, m_axes) -> Kernel:
     dyn, static = eqx.partition(one, eqx.is_inexact_array)
     key = None
     try:
-        key = (jax.tree.structure(dyn), static)
+        key = (jax.tree.structure(dyn), static, adjoint)
         hash(key)
     except TypeError:  # an unhashable static field: build (the disk cache still saves the compile)
         key = None
     if key is not None and key in _KERNELS:
         return _KERNELS[key]
-    k = Kernel(one)
+    k = Kernel(one, adjoint=adjoint)
     if key is not None:
         _KERNELS[key] = k
     return k

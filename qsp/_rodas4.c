@@ -10,6 +10,7 @@
    Hairer's starting step. Status codes as qsp.Status. */
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const double R_GAMMA = 0.25;
@@ -38,6 +39,33 @@ typedef struct {
     const double *p;
     double qr[QSP_NQR], qj[QSP_NQJ];
 } Patient;
+
+/* The record of one patient's accepted steps, kept for the adjoint (qsp/_rodas4_adj.c):
+   per step t, h, whether the sparse LU was used, y, the six stages k and the factors
+   (QSP_REC doubles); per save time, how many steps had been recorded when it was
+   written; per segment, its first record and its state after the dose. */
+#ifdef QSP_SNNZ
+#define QSP_REC (3 + 8 * N + QSP_SNNZ)
+#else
+#define QSP_REC (3 + 7 * N)
+#endif
+typedef struct {
+    double *rec, *seg_y;
+    long n_rec, cap;
+    int *seg_first, *save_g;
+} Tape;
+
+static int tape_push(Tape *tp) {
+    if (tp->n_rec == tp->cap) {
+        long cap = tp->cap ? 2 * tp->cap : 256;
+        double *r = realloc(tp->rec, sizeof(double) * QSP_REC * cap);
+        if (!r) return 0;
+        tp->rec = r;
+        tp->cap = cap;
+    }
+    tp->n_rec++;
+    return 1;
+}
 
 static void f_eval(double t, const double *y, const Patient *p, const double *u, double *dy) {
     qsp_rhs(&t, y, p->p, p->qr, dy);
@@ -129,15 +157,17 @@ static double initial_step(double t0, const double *y0, const double *f0, const 
    into [ta, tb], non-decreasing) written to out. Returns a status code. */
 static int segment(double ta, double tb, double *y, const Patient *p, const double *u, const double *ts,
                    const int *idx, int m, double *out, double rtol, double atol, int max_steps, int exact,
-                   long long *steps) {
+                   long long *steps, Tape *tape) {
     double f0[N], f1[N], ft[N], J[N * N], W[N * N], k[6][N], yi[N], fi[N], y1[N];
     int piv[N];
     int js = 0;
 #define SAVE_TIME(j) fmin(fmax(ts[idx[j]], ta), tb)
+#define SAVE_Y(j) do { memcpy(out + (long)idx[j] * N, y, sizeof(double) * N); \
+                       if (tape) tape->save_g[idx[j]] = (int)tape->n_rec; } while (0)
     double t = ta;
-    while (js < m && SAVE_TIME(js) <= t) { memcpy(out + (long)idx[js] * N, y, sizeof(double) * N); js++; }
+    while (js < m && SAVE_TIME(js) <= t) { SAVE_Y(js); js++; }
     if (!(tb > ta)) {
-        for (; js < m; js++) memcpy(out + (long)idx[js] * N, y, sizeof(double) * N);
+        for (; js < m; js++) SAVE_Y(js);
         return 0;
     }
     f_eval(t, y, p, u, f0);
@@ -206,6 +236,16 @@ static int segment(double ta, double tb, double *y, const Patient *p, const doub
         factor = fmin(10.0, fmax(0.2, factor));
         if (err <= 1.0) {
             double t1 = clipped ? target : t + hh;
+            if (tape) {
+                if (!tape_push(tape)) return 2;
+                double *r = tape->rec + (tape->n_rec - 1) * QSP_REC;
+                r[0] = t; r[1] = hh; r[2] = sparse;
+                memcpy(r + 3, y, sizeof(double) * N);
+                memcpy(r + 3 + N, k, sizeof(double) * 6 * N);
+#ifdef QSP_SNNZ
+                if (sparse) { memcpy(r + 3 + 7 * N, a, sizeof(double) * QSP_SNNZ); memcpy(r + 3 + 7 * N + QSP_SNNZ, dinv, sizeof(double) * N); }
+#endif
+            }
             /* Cubic Hermite through (y0, f0) and (y1, f1), as qsp.Rodas4's dense output. */
             for (; !exact && js < m && SAVE_TIME(js) <= t1; js++) {
                 double th = (SAVE_TIME(js) - t) / hh, th2 = th * th, th3 = th2 * th;
@@ -217,7 +257,7 @@ static int segment(double ta, double tb, double *y, const Patient *p, const doub
             t = t1;
             memcpy(y, y1, sizeof(double) * N);
             memcpy(f0, f1, sizeof(double) * N);
-            while (js < m && SAVE_TIME(js) <= t) { memcpy(out + (long)idx[js] * N, y, sizeof(double) * N); js++; }
+            while (js < m && SAVE_TIME(js) <= t) { SAVE_Y(js); js++; }
             if (last_rejected) factor = fmin(factor, 1.0);
             double next = hh * factor;
             /* A step shortened to land on a save time says nothing about the scale of
@@ -230,46 +270,63 @@ static int segment(double ta, double tb, double *y, const Patient *p, const doub
         }
         if (!(h > 1e-14 * fmax(1.0, fabs(t)))) return 2;
     }
-    for (; js < m; js++) memcpy(out + (long)idx[js] * N, y, sizeof(double) * N);
+    for (; js < m; js++) SAVE_Y(js);
     return 0;
 #undef SAVE_TIME
+#undef SAVE_Y
+}
+
+/* Save times grouped by owning segment, in time order (a counting sort): segment s
+   owns idx[start[s] .. start[s+1]). */
+static void group_saves(int n_seg, int n_ts, const int *op, int *idx, int *start) {
+    for (int s = 0; s <= n_seg; s++) start[s] = 0;
+    for (int j = 0; j < n_ts; j++)
+        if (op[j] >= 0) start[op[j] + 1]++;
+    for (int s = 0; s < n_seg; s++) start[s + 1] += start[s];
+    int fill[n_seg > 0 ? n_seg : 1];
+    for (int s = 0; s < n_seg; s++) fill[s] = start[s];
+    for (int j = 0; j < n_ts; j++)
+        if (op[j] >= 0) idx[fill[op[j]]++] = j;
+}
+
+/* One patient (row pt of every array); with a tape, its steps are recorded. */
+static int solve_patient(int pt, int n_seg, int n_ts, const double *params, const double *y0, const double *B,
+                         const double *dose, const double *u, const double *ts, const int *owner, const int *invalid,
+                         double rtol, double atol, int max_steps, int exact, double *out, long long *steps,
+                         Tape *tape) {
+    int idx[n_ts > 0 ? n_ts : 1], start[n_seg + 1];
+    double y[N];
+    Patient pp;
+    pp.p = params + (long)pt * QSP_P;
+    const double *tp = ts + (long)pt * n_ts;
+    const int *op = owner + (long)pt * n_ts;
+    double *yo = out + (long)pt * n_ts * N;
+    steps[pt] = 0;
+    memcpy(y, y0 + (long)pt * N, sizeof(double) * N);
+    for (int j = 0; j < n_ts; j++) memcpy(yo + (long)j * N, y, sizeof(double) * N);
+    if (tape) for (int j = 0; j < n_ts; j++) tape->save_g[j] = -1;
+    if (invalid[pt]) return 3;
+    qsp_rhs_pre(pp.p, pp.qr);
+    qsp_jac_pre(pp.p, pp.qj);
+    group_saves(n_seg, n_ts, op, idx, start);
+    int st = 0;
+    for (int s = 0; s < n_seg && st == 0; s++) {
+        const double *d = dose + ((long)pt * n_seg + s) * N;
+        for (int i = 0; i < N; i++) y[i] += d[i];
+        if (tape) { tape->seg_first[s] = (int)tape->n_rec; memcpy(tape->seg_y + (long)s * N, y, sizeof(double) * N); }
+        st = segment(B[(long)pt * (n_seg + 1) + s], B[(long)pt * (n_seg + 1) + s + 1], y, &pp,
+                     u + ((long)pt * n_seg + s) * N, tp, idx + start[s], start[s + 1] - start[s], yo,
+                     rtol, atol, max_steps, exact, steps + pt, tape);
+    }
+    if (tape) tape->seg_first[n_seg] = (int)tape->n_rec;
+    return st;
 }
 
 /* Patients [0, n_pat): each row of every array is one patient (see qsp/_native.py). */
 void qsp_solve(int n_pat, int n_seg, int n_ts, const double *params, const double *y0, const double *B,
                const double *dose, const double *u, const double *ts, const int *owner, const int *invalid,
                double rtol, double atol, int max_steps, int exact, double *out, int *status, long long *steps) {
-    int idx[n_ts > 0 ? n_ts : 1], start[n_seg + 1];
-    double y[N];
-    for (int pt = 0; pt < n_pat; pt++) {
-        Patient pp;
-        pp.p = params + (long)pt * QSP_P;
-        const double *tp = ts + (long)pt * n_ts;
-        const int *op = owner + (long)pt * n_ts;
-        double *yo = out + (long)pt * n_ts * N;
-        steps[pt] = 0;
-        memcpy(y, y0 + (long)pt * N, sizeof(double) * N);
-        for (int j = 0; j < n_ts; j++) memcpy(yo + (long)j * N, y, sizeof(double) * N);
-        if (invalid[pt]) { status[pt] = 3; continue; }
-        qsp_rhs_pre(pp.p, pp.qr);
-        qsp_jac_pre(pp.p, pp.qj);
-        /* Save times grouped by owning segment, in time order (a counting sort). */
-        for (int s = 0; s <= n_seg; s++) start[s] = 0;
-        for (int j = 0; j < n_ts; j++)
-            if (op[j] >= 0) start[op[j] + 1]++;
-        for (int s = 0; s < n_seg; s++) start[s + 1] += start[s];
-        int fill[n_seg > 0 ? n_seg : 1];
-        for (int s = 0; s < n_seg; s++) fill[s] = start[s];
-        for (int j = 0; j < n_ts; j++)
-            if (op[j] >= 0) idx[fill[op[j]]++] = j;
-        int st = 0;
-        for (int s = 0; s < n_seg && st == 0; s++) {
-            const double *d = dose + ((long)pt * n_seg + s) * N;
-            for (int i = 0; i < N; i++) y[i] += d[i];
-            st = segment(B[(long)pt * (n_seg + 1) + s], B[(long)pt * (n_seg + 1) + s + 1], y, &pp,
-                         u + ((long)pt * n_seg + s) * N, tp, idx + start[s], start[s + 1] - start[s], yo,
-                         rtol, atol, max_steps, exact, steps + pt);
-        }
-        status[pt] = st;
-    }
+    for (int pt = 0; pt < n_pat; pt++)
+        status[pt] = solve_patient(pt, n_seg, n_ts, params, y0, B, dose, u, ts, owner, invalid, rtol, atol,
+                                   max_steps, exact, out, steps, NULL);
 }

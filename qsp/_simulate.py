@@ -72,12 +72,7 @@ def _checks_without_callbacks():
         eqx_errors.EQX_ON_ERROR = old
 
 
-def _check_native(traced, solver, dt0):
-    if traced:
-        raise ValueError(
-            "backend='native' runs compiled C on concrete arrays: it cannot be traced by "
-            "jax.jit, jax.grad or jax.vmap. Use backend='jax' (the default) there."
-        )
+def _check_native(solver, dt0):
     from ._rosenbrock import Rodas4
 
     if solver is not None and not isinstance(solver, Rodas4):
@@ -486,8 +481,10 @@ def simulate(
 
     - `backend`: `"jax"` (default: diffrax in XLA, differentiable, any solver) or
       `"native"`: each patient solved by Rodas4 in C generated from the model's jaxpr
-      and compiled with the system C compiler (`qsp/_native.py`); forward only (not
-      under `jax.jit`/`jax.grad`), and `workers` are threads of this process. Several times faster per patient on a CPU
+      and compiled with the system C compiler (`qsp/_native.py`); `workers` are threads
+      of this process. Under `jax.jit`/`jax.grad` it runs as a callback whose VJP is the
+      solver's discrete adjoint in C (`qsp/_native_grad.py`; reverse mode only, one
+      batch, `exact_save=True`). Several times faster per patient on a CPU
       (benchmarks/NOTES.md section 16); results agree with the JAX backend to the
       step tolerances.
 
@@ -581,7 +578,17 @@ def simulate(
     t0_ = jnp.asarray(t0, dtype=float)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args))
     if backend == "native":
-        _check_native(traced, solver_arg, dt0)
+        _check_native(solver_arg, dt0)
+        if traced:  # jit/grad: a callback with the discrete adjoint as its VJP
+            from ._native_grad import simulate_traced
+
+            ys, outs, status, steps = simulate_traced(args, axes, t0_, rtol, atol, int(max_steps), int(workers),
+                                                      bool(exact_save))
+            if batch is None:
+                ys, status, steps = ys[0], status[0], steps[0]
+                outs = {k: v[0].reshape(ts.shape) for k, v in outs.items()}
+            return Solution(ts=ts, states=ys, outputs=outs, status=status, num_steps=steps,
+                            state_names=tuple(model.states))
         from ._native import simulate_native
 
         ys, outs, status, steps = simulate_native(

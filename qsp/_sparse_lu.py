@@ -54,7 +54,7 @@ def factor_pattern(pattern: np.ndarray, order: list[int]) -> np.ndarray:
 
 
 def c_sparse_lu(pattern: np.ndarray) -> tuple[str, int, int]:
-    """C source of `qsp_sfactor` and `qsp_ssolve` for this pattern; also returns the
+    """C source of `qsp_sfactor`, `qsp_ssolve` and `qsp_ssolve_t` (the transpose) for this pattern; also returns the
     number of stored entries and of multiply-adds in the factorisation."""
     n = len(pattern)
     order = markowitz_order(pattern)
@@ -101,6 +101,19 @@ def c_sparse_lu(pattern: np.ndarray) -> tuple[str, int, int]:
     for i in reversed(range(n)):
         terms = "".join(f" - a[{pos[(i, j)]}] * x[{j}]" for j in range(i + 1, n) if (i, j) in pos)
         lines.append(f"  x[{i}] = (x[{i}]{terms}) * d[{i}];")
+    for i in range(n):
+        lines.append(f"  b[{order[i]}] = x[{i}];")
+    lines.append("}")
+    # Transposed solve, for the adjoint: W^T = P^T U^T L^T P, so U^T z = b (forward,
+    # column i of U) then L^T x = z (backward, column i of L).
+    lines.append("static void qsp_ssolve_t(const double *restrict a, const double *restrict d, double *restrict b) {")
+    lines.append(f"  double x[{n}];")
+    for i in range(n):
+        terms = "".join(f" - a[{pos[(j, i)]}] * x[{j}]" for j in range(i) if (j, i) in pos)
+        lines.append(f"  x[{i}] = (b[{order[i]}]{terms}) * d[{i}];")
+    for i in reversed(range(n)):
+        terms = "".join(f" - a[{pos[(j, i)]}] * x[{j}]" for j in range(i + 1, n) if (j, i) in pos)
+        lines.append(f"  x[{i}] = x[{i}]{terms};")
     for i in range(n):
         lines.append(f"  b[{order[i]}] = x[{i}];")
     lines.append("}")

@@ -28,6 +28,10 @@ evaluation = one population solve), and the gradient methods chosen with `--meth
   pk2cmt, 11 for crs) instead of one per population parameter, then the chain rule
   (see `per_patient_forward`);
 
+With `--backend native` both the forward solve and the gradient go through
+`qsp.simulate(..., backend="native")` (Rodas4 in C; `reverse` is then its discrete
+adjoint in C, `qsp/_native_grad.py`), so the ratio compares like with like.
+
 and `central FD` = the 20 forward evaluations of the check (summed). `--solver
 kvaerno5` swaps pk2cmt's Tsit5 for qsp's default implicit solver. Check: each
 gradient against central differences with step 1e-4 in $\theta$ (max absolute
@@ -52,7 +56,7 @@ from benchmarks import _env
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _loss_fn(workload, n, solver=None):
+def _loss_fn(workload, n, solver=None, backend="jax", workers=1):
     import jax
     import jax.numpy as jnp
 
@@ -86,8 +90,12 @@ def _loss_fn(workload, n, solver=None):
 
     def solve(p, adjoint="reverse"):
         model = case.model.replace(**{k: p[:, j] for j, k in enumerate(names)})
-        sol = qsp.simulate(model, reg, ts, rtol=case.rtol, atol=case.atol, solver=case.solver, max_steps=8192,
-                           adjoint=adjoint)
+        if backend == "native":  # Rodas4 in C; its VJP is the discrete adjoint in C
+            sol = qsp.simulate(model, reg, ts, rtol=case.rtol, atol=case.atol, max_steps=8192, backend="native",
+                               workers=workers)
+        else:
+            sol = qsp.simulate(model, reg, ts, rtol=case.rtol, atol=case.atol, solver=case.solver, max_steps=8192,
+                               adjoint=adjoint)
         return jnp.stack([sol.outputs[k] for k in keys], axis=-1), sol.status
 
     theta_star = theta0 + 0.05 * jnp.asarray(np.random.default_rng(1).standard_normal(theta0.shape))
@@ -162,13 +170,13 @@ def gradient_fns(loss, methods):
     return fns
 
 
-def run(workload, n, repeats=3, methods=("reverse",), solver=None, log=print):
+def run(workload, n, repeats=3, methods=("reverse",), solver=None, log=print, backend="jax", workers=1):
     import jax
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
     sampler = _env.LoadSampler().start()
-    loss, theta0 = _loss_fn(workload, n, solver)
+    loss, theta0 = _loss_fn(workload, n, solver, backend, workers)
     f = jax.jit(loss)
     grads = gradient_fns(loss, methods)
 
@@ -216,7 +224,8 @@ def run(workload, n, repeats=3, methods=("reverse",), solver=None, log=print):
     ratio = {k: med[k] / med["forward"] for k in grads}
     res = {
         "benchmark": "gradient_population", "workload": workload, "n": n, "n_params": int(theta0.shape[0]),
-        "methods": list(grads), "solver": solver or "model", "machine": _env.machine_info(), "loss": float(val),
+        "methods": list(grads), "solver": "rodas4 (native)" if backend == "native" else (solver or "model"),
+        "backend": backend, "workers": workers, "machine": _env.machine_info(), "loss": float(val),
         "loss_from_gradient_call": {k: float(v) for k, v in values.items()},
         "grad": {k: v.tolist() for k, v in grad.items()}, "grad_fd": fd.tolist(), "fd_step": h,
         "grad_vs_fd_max_rel": rel,
@@ -270,10 +279,15 @@ def main(argv=None):
                     help="comma-separated: jacfwd, jacfwd_patients, reverse, reverse_ckpt<K> (e.g. reverse_ckpt64)")
     ap.add_argument("--solver", default="model",
                     help="model (the workload's: Tsit5 for pk2cmt, Kvaerno5 + Chord for crs) or kvaerno5")
+    ap.add_argument("--backend", default="jax", choices=("jax", "native"),
+                    help="native: forward and gradient both through qsp.simulate(backend='native') "
+                         "(Rodas4 in C, reverse mode by its discrete adjoint); use --methods reverse")
+    ap.add_argument("--workers", type=int, default=1, help="native threads (forward and adjoint alike)")
     ap.add_argument("--out", default="gradient_population_cpu")
     a = ap.parse_args(argv)
     methods = tuple(a.methods.split(","))
-    results = [run(w, a.n, a.repeats, methods, a.solver) for w in a.workload.split(",")]
+    results = [run(w, a.n, a.repeats, methods, a.solver, backend=a.backend, workers=a.workers)
+               for w in a.workload.split(",")]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{a.out}.json").write_text(json.dumps(results, indent=1, default=float))
     (RESULTS / f"{a.out}.md").write_text(to_markdown(results))

@@ -201,6 +201,8 @@ class Kernel:
                                       + [ctypes.c_int] + [ctypes.c_void_p] * 5)
             self._adj_fn.argtypes = [ctypes.c_int] * 3 + [ctypes.c_void_p] * 12
             self._free_fn.argtypes = [ctypes.c_int, ctypes.c_void_p]
+            self._pool_fn = lib.qsp_tape_pool_limit
+            self._pool_fn.restype, self._pool_fn.argtypes = None, [ctypes.c_longlong]
 
     def solve(self, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, max_steps, workers=1, exact_save=True):
         """Solve a batch (row = patient); returns (states, status, steps)."""

@@ -87,6 +87,7 @@ def solve_tape(kernel, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, m
     ptrs = (ctypes.c_void_p * b)()
     nbytes = np.zeros(b, dtype=np.int64)
     base = ctypes.addressof(ptrs)
+    kernel._pool_fn(_cap_bytes())
 
     def run(lo, hi):
         kernel._tape_fn(hi - lo, n_seg, n_ts, *(a[lo:].ctypes.data for a in (params, y0, B, dose, u, ts, owner, invalid)),

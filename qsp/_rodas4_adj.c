@@ -159,13 +159,60 @@ static void adjoint_patient(const Tape *tp, int pt, int n_seg, int n_ts, const d
     memcpy(y0b, ybar, sizeof(ybar));
 }
 
+/* Freed record buffers are kept (up to qsp_tape_pool_limit bytes) and reused: a fresh
+   buffer's pages fault in on first touch, which cost a third of the forward solve on
+   pk2cmt (benchmarks/NOTES.md section 17). */
+#include <stdatomic.h>
+#define POOL_MAX 65536
+static double *pool_rec[POOL_MAX];
+static long pool_cap[POOL_MAX];
+static int pool_n = 0;
+static long long pool_bytes = 0, pool_limit = 0;
+static atomic_flag pool_lock = ATOMIC_FLAG_INIT;
+static void pool_acquire(void) { while (atomic_flag_test_and_set(&pool_lock)) {} }
+static void pool_release(void) { atomic_flag_clear(&pool_lock); }
+
+void qsp_tape_pool_limit(long long bytes) {
+    pool_acquire();
+    pool_limit = bytes;
+    while (pool_n > 0 && pool_bytes > pool_limit) {
+        pool_n--;
+        pool_bytes -= (long long)sizeof(double) * QSP_REC * pool_cap[pool_n];
+        free(pool_rec[pool_n]);
+    }
+    pool_release();
+}
+
 static void tape_free(Tape *tp) {
     if (!tp) return;
-    free(tp->rec);
+    long long b = (long long)sizeof(double) * QSP_REC * tp->cap;
+    int kept = 0;
+    if (tp->rec) {
+        pool_acquire();
+        if (pool_n < POOL_MAX && pool_bytes + b <= pool_limit) {
+            pool_rec[pool_n] = tp->rec;
+            pool_cap[pool_n++] = tp->cap;
+            pool_bytes += b;
+            kept = 1;
+        }
+        pool_release();
+    }
+    if (!kept) free(tp->rec);
     free(tp->seg_y);
     free(tp->seg_first);
     free(tp->save_g);
     free(tp);
+}
+
+static void tape_reuse(Tape *tp) {
+    pool_acquire();
+    if (pool_n > 0) {
+        pool_n--;
+        tp->rec = pool_rec[pool_n];
+        tp->cap = pool_cap[pool_n];
+        pool_bytes -= (long long)sizeof(double) * QSP_REC * tp->cap;
+    }
+    pool_release();
 }
 
 /* Forward with tapes: as qsp_solve, and tapes[pt] receives patient pt's record (NULL
@@ -177,6 +224,7 @@ void qsp_solve_tape(int n_pat, int n_seg, int n_ts, const double *params, const 
     for (int pt = 0; pt < n_pat; pt++) {
         Tape *tp = calloc(1, sizeof(Tape));
         if (tp) {
+            tape_reuse(tp);
             tp->seg_y = malloc(sizeof(double) * N * (n_seg > 0 ? n_seg : 1));
             tp->seg_first = malloc(sizeof(int) * (n_seg + 1));
             tp->save_g = malloc(sizeof(int) * (n_ts > 0 ? n_ts : 1));

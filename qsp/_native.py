@@ -14,9 +14,9 @@ cores in one process).
 What stays in JAX: the dosing schedule of each patient (the same `_breakpoints` as
 the JAX backend), the initial state and the outputs, each one jitted call per chunk.
 
-Limits, by design: forward only (no `jax.grad` or `jax.jit` through it: it runs on
-host NumPy arrays; use the default `backend="jax"` for gradients); the solver is
-always Rodas4 with an exact Jacobian; vector fields with loops or state-dependent
+Under `jax.jit`/`jax.grad` the same kernel runs as a callback whose VJP is Rodas4's
+discrete adjoint in C (`qsp/_native_grad.py`, `qsp/_rodas4_adj.c`; reverse mode
+only). Limits, by design: the solver is always Rodas4 with an exact Jacobian; vector fields with loops or state-dependent
 indexing are refused with the primitive's name (`NativeUnsupported`). Results agree
 with the JAX backend to the step tolerances, not bit for bit (a different step-size
 controller history), which `tests/test_native.py` checks against an independent solver.

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from ._controller import StepController
 from ._dosing import Regimen
 from ._model import ODEModel
 from ._params import _META_KEY
@@ -566,7 +567,7 @@ def simulate(
         solver = own(rtol, atol) if callable(own) else default_solver(rtol, atol)
     cfg = _Config(
         solver=solver,
-        controller=dfx.PIDController(rtol=rtol, atol=atol),
+        controller=StepController(rtol=rtol, atol=atol),
         adjoint=_adjoint(adjoint),
         max_steps=int(max_steps),
         dt0=dt0,

@@ -44,8 +44,19 @@ class _Emitter:
         self.pre: list[str] = []
         self.count = 0
         self.varying = varying
+        self.seen: dict[str, str] = {}
 
     def new(self, expr: str) -> str:
+        # Every expression is pure and reads only earlier names, so equal text is an equal
+        # value: reuse it. This is what shares the primal between a function and its
+        # derivatives traced together (the adjoint's fused step VJP), and it keeps libm
+        # calls, which the C compiler may not merge (errno), from being repeated.
+        name = self.seen.get(expr)
+        if name is None:
+            name = self.seen[expr] = self._new(expr)
+        return name
+
+    def _new(self, expr: str) -> str:
         if self.varying is not None and not self.varying.search(expr):
             name = f"q[{len(self.pre)}]"
             self.pre.append(f"  {name} = {expr};")

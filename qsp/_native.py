@@ -50,7 +50,9 @@ from ._solution import Status
 # model (benchmarks/NOTES.md section 16); the cache key then carries the CPU's identity,
 # so a cache shared between different machines never loads a foreign binary. Plain -O2
 # is the fallback for a compiler that refuses -march=native.
-_OPT = tuple(os.environ.get("QSP_NATIVE_CFLAGS", "-O3 -march=native").split())
+# -fno-math-errno: nothing reads errno, and without it every sqrt/exp/log is a call that
+# the compiler may neither inline nor merge.
+_OPT = tuple(os.environ.get("QSP_NATIVE_CFLAGS", "-O3 -march=native -fno-math-errno").split())
 _BASE = ("-std=c11", "-shared", "-fPIC")
 
 
@@ -234,23 +236,30 @@ class Kernel:
 
 
 def _adjoint_source(f, jac_f, avals, n, p, pattern) -> str:
-    """The adjoint's generated part (f's VJP, the VJP of (f_t, J), J's pattern) and
-    `qsp/_rodas4_adj.c`."""
+    """The adjoint's generated part and `qsp/_rodas4_adj.c`: f's VJP (`qsp_vjp`, one per
+    stage point) and the step's VJP at its start (`qsp_svjp`): the VJP of
+    $(f, f_t, J)(t, y)$ with cotangents $(\bar r_0, \bar f_t, \bar J)$, where
+    $\bar J = \sum_s \bar r_s k_s^T$ is formed inside on J's pattern from the six
+    stages' $(\bar r_s, k_s)$. One function, so stage 0's VJP and the Jacobian's share
+    their primal (the emitter's common subexpressions) and $\bar J$ never goes
+    through memory."""
     sd = jax.ShapeDtypeStruct
+    rows, cols = (np.asarray(a, dtype=int) for a in np.nonzero(pattern))
 
     def vjp(t, y, q, w):
         return jax.vjp(lambda y, q: f(t, y, q), y, q)[1](w)
 
-    def jvjp(t, y, q, ftb, Jb):
-        return jax.vjp(lambda y, q: jac_f(t, y, q), y, q)[1]((ftb, Jb))
+    def svjp(t, y, q, rb0, ftb, RB, K):
+        Jb = jnp.zeros((n, n), dtype=float)
+        if len(rows):
+            Jb = Jb.at[rows, cols].set(jnp.sum(RB[:, rows] * K[:, cols], axis=0))
+        return jax.vjp(lambda y, q: (f(t, y, q), jac_f(t, y, q)), y, q)[1]((rb0, (ftb, Jb)))
 
-    v_src, _, nq_v = c_function(vjp, avals + (sd((n,), float),), "qsp_vjp", hoist=(2,))
-    j_src, _, nq_j = c_function(jvjp, avals + (sd((n,), float), sd((n, n), float)), "qsp_jvjp", hoist=(2,))
-    rows, cols = np.nonzero(pattern)
-    arr = lambda a: "{" + ", ".join(str(int(x)) for x in a) + "}" if len(a) else "{0}"
-    head = (f"#define QSP_NQV {max(nq_v, 1)}\n#define QSP_NQJV {max(nq_j, 1)}\n#define QSP_JNNZ {len(rows)}\n"
-            f"static const int qsp_jr[] = {arr(rows)};\nstatic const int qsp_jc[] = {arr(cols)};\n")
-    return head + v_src + j_src + (Path(__file__).with_name("_rodas4_adj.c")).read_text()
+    vec, stages = sd((n,), float), sd((6, n), float)
+    v_src, _, nq_v = c_function(vjp, avals + (vec,), "qsp_vjp", hoist=(2,))
+    s_src, _, nq_s = c_function(svjp, avals + (vec, vec, stages, stages), "qsp_svjp", hoist=(2,))
+    head = f"#define QSP_NQV {max(nq_v, 1)}\n#define QSP_NQSV {max(nq_s, 1)}\n"
+    return head + v_src + s_src + (Path(__file__).with_name("_rodas4_adj.c")).read_text()
 
 
 _KERNELS: dict = {}

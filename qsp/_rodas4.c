@@ -232,7 +232,8 @@ static int segment(double ta, double tb, double *y, const Patient *p, const doub
         }
         n_steps++;
         (*steps)++;
-        double factor = err == 0.0 ? 10.0 : 0.9 * pow(err, -0.25);
+        /* err^(-1/4) by two square roots: libm pow cost 3% of a pk2cmt solve. */
+        double factor = err == 0.0 ? 10.0 : 0.9 / sqrt(sqrt(err));
         factor = fmin(10.0, fmax(0.2, factor));
         if (err <= 1.0) {
             double t1 = clipped ? target : t + hh;

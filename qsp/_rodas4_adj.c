@@ -6,16 +6,17 @@
              + sum_{j<s} (c_sj / h) k_j,   M k_s = r_s,   M = I/(gamma h) - J(y),
        y+ = y + sum_{j<5} a_5j k_j + k_5,
    the adjoint runs the stages backwards: rbar_s = M^{-T} kbar_s (the recorded factors,
-   transposed), Jbar += rbar_s k_s^T, ftbar += gamma_s h rbar_s, ubar += rbar_s, and
-   (Ybar_s, pbar) += f's VJP at Y_s; finally (ybar, pbar) += the VJP of (f_t, J) at y
-   with cotangents (ftbar, Jbar) (qsp_jvjp, generated from the jaxpr of
-   vjp(jacfwd(f))). Boluses pass the adjoint through (dbar_s = ybar at the start of
-   segment s); a segment boundary tau moved by dtau moves every later state by
-   Phi (F_{s-1}(tau-) - F_s(tau+)) dtau (the jump condition of a solution with an event
-   at tau), so Bbar_s = ybar(tau+) . (F_{s-1}(tau, x-) - F_s(tau, x+)).
+   transposed), ftbar += gamma_s h rbar_s, ubar += rbar_s, and (Ybar_s, pbar) += f's
+   VJP at Y_s (qsp_vjp); finally (ybar, pbar) += the VJP of (f, f_t, J) at y with
+   cotangents (rbar_0, ftbar, Jbar), Jbar = sum_s rbar_s k_s^T on J's pattern
+   (qsp_svjp, generated from the jaxpr of that VJP: stage 0's point is y, so its VJP
+   shares the Jacobian's primal). Boluses pass the adjoint through (dbar_s = ybar at
+   the start of segment s); a segment boundary tau moved by dtau moves every later
+   state by Phi (F_{s-1}(tau-) - F_s(tau+)) dtau (the jump condition of a solution with
+   an event at tau), so Bbar_s = ybar(tau+) . (F_{s-1}(tau, x-) - F_s(tau, x+)).
 
-   Needs qsp_vjp (f's VJP) and qsp_jvjp, QSP_NQV and QSP_NQJV hoisted slots, and the
-   Jacobian's pattern (QSP_JNNZ, qsp_jr, qsp_jc). */
+   Needs qsp_vjp and qsp_svjp (qsp/_native.py, _adjoint_source) and their hoisted slot
+   counts QSP_NQV and QSP_NQSV. */
 
 static void lu_solve_t(const double *W, const int *piv, double *b) {
     /* (P W = L U)^T: U^T z = b, L^T w = z, then the row swaps undone in reverse. */
@@ -35,20 +36,14 @@ static void lu_solve_t(const double *W, const int *piv, double *b) {
 
 typedef struct {
     const double *p;
-    double qv[QSP_NQV], qjv[QSP_NQJV];
+    double qv[QSP_NQV], qsv[QSP_NQSV];
 } AdjPatient;
 
-/* Adds f's VJP at (t, y) with cotangent w to ybar and pbar. */
-static void vjp_add(double t, const double *y, const AdjPatient *ap, const double *w, double *ybar, double *pbar) {
-    double gy[N], gp[QSP_P];
-    qsp_vjp(&t, y, ap->p, w, ap->qv, gy, gp);
-    for (int i = 0; i < N; i++) ybar[i] += gy[i];
-    for (int i = 0; i < QSP_P; i++) pbar[i] += gp[i];
-}
-
-/* One recorded step backwards: ybar (the adjoint of y+) becomes that of y. */
-static void step_back(const double *r, const Patient *pp, const AdjPatient *ap, const double *u, double *ybar,
-                      double *pbar, double *ubar, double *Jbar) {
+/* One recorded step backwards: ybar (the adjoint of y+) becomes that of y. The stage
+   loop is unrolled so that each stage's coefficients are constants (and the loops over
+   earlier stages have fixed length). */
+static void step_back(const double *r, const Patient *pp, const AdjPatient *ap, double *ybar, double *pbar,
+                      double *ubar) {
     double t = r[0], hh = r[1];
     const double *y = r + 3, *k = r + 3 + N;
     double W[N * N], J[N * N], ft[N];
@@ -63,44 +58,46 @@ static void step_back(const double *r, const Patient *pp, const AdjPatient *ap, 
         for (int i = 0; i < N; i++) W[i * N + i] += g;
         lu_factor(W, piv);
     }
-    double kbar[6][N], acc[N], rb[N], Yb[N], Yi[N], ftbar[N];
+    double kbar[6][N], rb[6][N], acc[N], Yb[N], Yi[N], ftbar[N], gy[N], gp[QSP_P];
     for (int i = 0; i < N; i++) {
         acc[i] = ybar[i];
         ftbar[i] = 0.0;
         kbar[5][i] = ybar[i];
         for (int j = 0; j < 5; j++) kbar[j][i] = R_A[5][j] * ybar[i];
     }
-    for (int e = 0; e < QSP_JNNZ; e++) Jbar[qsp_jr[e] * N + qsp_jc[e]] = 0.0;
+#pragma GCC unroll 6
     for (int s = 5; s >= 0; s--) {
-        memcpy(rb, kbar[s], sizeof(rb));
+        double *rs = rb[s];
+        memcpy(rs, kbar[s], sizeof(double) * N);
 #ifdef QSP_SNNZ
-        if (sparse) qsp_ssolve_t(r + 3 + 7 * N, r + 3 + 7 * N + QSP_SNNZ, rb); else
+        if (sparse) qsp_ssolve_t(r + 3 + 7 * N, r + 3 + 7 * N + QSP_SNNZ, rs); else
 #endif
-        lu_solve_t(W, piv, rb);
-        const double *ks = k + s * N;
-        for (int e = 0; e < QSP_JNNZ; e++) Jbar[qsp_jr[e] * N + qsp_jc[e]] += rb[qsp_jr[e]] * ks[qsp_jc[e]];
+        lu_solve_t(W, piv, rs);
         double gh = R_GI[s] * hh;
         for (int i = 0; i < N; i++) {
-            ftbar[i] += gh * rb[i];
-            ubar[i] += rb[i];
+            ftbar[i] += gh * rs[i];
+            ubar[i] += rs[i];
         }
         for (int j = 0; j < s; j++) {
             double c = R_C[s][j] / hh;
-            for (int i = 0; i < N; i++) kbar[j][i] += c * rb[i];
+            for (int i = 0; i < N; i++) kbar[j][i] += c * rs[i];
         }
+        if (s == 0) break;  /* stage 0's VJP is at y: fused into qsp_svjp below */
         for (int i = 0; i < N; i++) {
             double v = y[i];
             for (int j = 0; j < s; j++) v += R_A[s][j] * k[j * N + i];
             Yi[i] = v;
-            Yb[i] = 0.0;
         }
-        vjp_add(t + R_ALPHA[s] * hh, Yi, ap, rb, Yb, pbar);
+        double ts = t + R_ALPHA[s] * hh;
+        qsp_vjp(&ts, Yi, ap->p, rs, ap->qv, Yb, gp);
+        for (int i = 0; i < QSP_P; i++) pbar[i] += gp[i];
         for (int i = 0; i < N; i++) acc[i] += Yb[i];
         for (int j = 0; j < s; j++)
             for (int i = 0; i < N; i++) kbar[j][i] += R_A[s][j] * Yb[i];
     }
-    double gy[N], gp[QSP_P], tt = t;
-    qsp_jvjp(&tt, y, pp->p, ftbar, Jbar, ap->qjv, gy, gp);
+    /* Stage 0 (f at y, cotangent rb[0]) with the VJP of (f_t, J) at y, Jbar = sum_s rb_s k_s^T. */
+    double tt = t;
+    qsp_svjp(&tt, y, pp->p, rb[0], ftbar, &rb[0][0], k, ap->qsv, gy, gp);
     for (int i = 0; i < N; i++) ybar[i] = acc[i] + gy[i];
     for (int i = 0; i < QSP_P; i++) pbar[i] += gp[i];
 }
@@ -117,16 +114,15 @@ static void adjoint_patient(const Tape *tp, int pt, int n_seg, int n_ts, const d
     qsp_jac_pre(pp.p, pp.qj);
     qsp_rhs_pre(pp.p, pp.qr);
     qsp_vjp_pre(ap.p, ap.qv);
-    qsp_jvjp_pre(ap.p, ap.qjv);
+    qsp_svjp_pre(ap.p, ap.qsv);
     const int *op = owner + (long)pt * n_ts;
     const double *ob = obar + (long)pt * n_ts * N;
     const double *Bp = B + (long)pt * (n_seg + 1);
     double *pb = pbar + (long)pt * QSP_P, *db = dbar + (long)pt * n_seg * N, *ub = ubar + (long)pt * n_seg * N;
     double *Bb = Bbar + (long)pt * (n_seg + 1), *y0b = y0bar + (long)pt * N;
     group_saves(n_seg, n_ts, op, idx, start);
-    double ybar[N], Jbar[N * N];
+    double ybar[N];
     memset(ybar, 0, sizeof(ybar));
-    memset(Jbar, 0, sizeof(Jbar));
     for (int i = 0; i < QSP_P; i++) pb[i] = 0.0;
     for (int s = 0; s <= n_seg; s++) Bb[s] = 0.0;
     for (int s = n_seg - 1; s >= 0; s--) {
@@ -137,7 +133,7 @@ static void adjoint_patient(const Tape *tp, int pt, int n_seg, int n_ts, const d
         for (int r = tp->seg_first[s + 1] - 1; r >= tp->seg_first[s]; r--) {
             for (; jj >= start[s] && tp->save_g[idx[jj]] == r + 1; jj--)
                 for (int i = 0; i < N; i++) ybar[i] += ob[(long)idx[jj] * N + i];
-            step_back(tp->rec + (long)r * QSP_REC, &pp, &ap, us, ybar, pb, ubs, Jbar);
+            step_back(tp->rec + (long)r * QSP_REC, &pp, &ap, ybar, pb, ubs);
         }
         for (; jj >= start[s]; jj--)
             for (int i = 0; i < N; i++) ybar[i] += ob[(long)idx[jj] * N + i];

@@ -1,13 +1,18 @@
 """Tests of the TCE CRS model (Hosseini 2020), its regimens, population and trial.
 
 Compile time dominates: every simulation of the single-patient model uses one save
-grid (`TS`) and regimens padded to `N_EV` events, so they share one compile.
+grid (`TS`) and regimens padded to `N_EV` events, traced inside one `jax.jit` (`_sim`),
+so they share one compile. (Called eagerly, `qsp.simulate` sizes its per-segment save
+window from the concrete dose times, a static setting: each regimen compiled anew, ~20 s
+each. Traced, it takes the all-saves path, bitwise the same results:
+tests/test_benchmarks.py::test_save_window_is_bitwise_the_all_saves_path.)
 """
 
 from __future__ import annotations
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,8 +29,19 @@ TS = np.unique(np.concatenate([trial.time_grid(4), LABEL_PK["time"].to_numpy(), 
 TS_J = jnp.asarray(TS)
 
 
+@eqx.filter_jit
+def _sim(model, regimen):
+    return qsp.simulate(model, regimen, TS_J, solver=solver(), max_steps=8192)
+
+
+def _traced(model):
+    """Python numbers in parameter fields as arrays, so `_sim` traces them (flags stay static)."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=float)
+                        if isinstance(x, (int, float)) and not isinstance(x, bool) else x, model)
+
+
 def sim(model, regimen):
-    return qsp.simulate(model, regimen.pad(N_EV), TS_J, solver=solver(), max_steps=8192).raise_if_failed()
+    return _sim(_traced(model), regimen.pad(N_EV)).raise_if_failed()
 
 
 def peak(sol, lo, hi):
@@ -88,7 +104,11 @@ def test_no_drug_keeps_every_state(model):
     """84 days with zero-amount doses. Without tumour growth every state stays at its
     initial value (rtol 1e-7); with it, tumour B cells grow as exp(kBtumorprolif t)
     (closed form, rtol 1e-6) and PB B cells, drug and IL-6 stay at baseline."""
-    placebo = qsp.Regimen.infusion(amount=[0.0] * 6, time=[0, 7, 14, 21, 42, 63], cmt="Drug_C", duration=1 / 6)
+    days = [0, 7, 14, 21, 42, 63]
+    # Zero bumps into "I" too: the label regimen's targets ("Drug_C", "I"), static in the
+    # compile, so this shares `_sim`'s compile with every other regimen here.
+    placebo = (qsp.Regimen.infusion(amount=[0.0] * 6, time=days, cmt="Drug_C", duration=1 / 6)
+               + qsp.Regimen.bolus(amount=[0.0] * 6, time=days, cmt="I"))
     y0 = np.asarray(model.initial())
     still = model.replace(kBtumorprolif=0.0)
     y = np.asarray(sim(still, placebo).states)

@@ -7,6 +7,7 @@ numpy implementation of the same SBML).
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,16 +18,36 @@ import qsp
 from qsp.models import mapk
 from qsp.models.mapk import DRUGS, Kirouac2017
 
-# One padded event table and one save grid: every qsp.simulate call below shares a compile.
+# One padded event table and one save grid, traced inside one jax.jit: every qsp.simulate
+# call below shares a compile. (Eagerly, qsp.simulate's save window, a static setting
+# sized from the concrete dose times, differs per arm: one ~20 s compile each. Traced, it
+# takes the all-saves path, bitwise the same results:
+# tests/test_benchmarks.py::test_save_window_is_bitwise_the_all_saves_path.)
 N_EVENTS = 204  # all four drugs for 56 days: 8 + 112 + 42 + 42
 TS = jnp.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.3, 2.0, 2.6, 3.0, 7.0, 14.0, 28.0, 56.0])
+
+
+@eqx.filter_jit
+def _simulate(model, reg):
+    return qsp.simulate(model, reg, TS, rtol=1e-9, atol=1e-12, max_steps=20000)
+
+
+ALL_TARGETS = mapk.arm_regimen("+".join(DRUGS)).targets
 
 
 @pytest.fixture(scope="module")
 def sim():
     def run(model, arm):
+        # Python numbers in parameter fields as arrays, so they are traced, not static.
+        model = jax.tree.map(lambda x: jnp.asarray(x, dtype=float)
+                             if isinstance(x, (int, float)) and not isinstance(x, bool) else x, model)
         reg = mapk.arm_regimen(arm).pad(N_EVENTS)
-        return qsp.simulate(model, reg, TS, rtol=1e-9, atol=1e-12, max_steps=20000).raise_if_failed()
+        # The same dose events relabelled onto every drug's compartment (the regimen's
+        # `targets` tuple is static: one per arm would be one compile per arm).
+        remap = np.asarray([ALL_TARGETS.index(t) for t in reg.targets] or [0], dtype=np.int32)
+        reg = qsp.Regimen(reg.time, reg.amount, reg.duration, reg.by_rate, remap[np.asarray(reg.target)],
+                          ALL_TARGETS)
+        return _simulate(model, reg).raise_if_failed()
     return run
 
 

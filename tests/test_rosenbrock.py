@@ -69,6 +69,11 @@ def test_robertson_matches_radau_and_conserves_mass():
     np.testing.assert_allclose(got.sum(0), 1.0, atol=1e-12)
 
 
+# Slow tier (its own ~25 s reverse-mode compile). Default tier still covers it:
+# Rodas4 in qsp.simulate with regimens against closed forms in
+# test_mapk.py::test_pk_matches_closed_forms (Rodas4 is that model's default solver),
+# reverse mode through it in test_native_grad.py::test_batched_reverse_through_rodas4_is_finite.
+@pytest.mark.slow
 def test_pk2cmt_regimen_matches_closed_form_and_gradient_matches_fd():
     """Through `qsp.simulate`: 2-compartment PK, oral q12h x4 plus a 3 h infusion, against
     the superposition closed form (relative error < 1e-7 at rtol 1e-10); d(sum CP^2)/dCL

@@ -254,6 +254,10 @@ def test_covariates_and_iiv():
     np.testing.assert_allclose(m.effect_concentrations(a), (75.0, 8.0), rtol=1e-12)
 
 
+# Slow tier (its own ~20 s reverse-mode compile). Default tier still covers it:
+# d/d(dose amount) by reverse mode through qsp.simulate against central differences in
+# test_simulate.py::test_gradients_match_central_differences.
+@pytest.mark.slow
 def test_gradient_wrt_daily_doses_matches_finite_differences():
     # d log(total cells at day 7) / d(daily dose, mg) through qsp.simulate (reverse
     # mode) vs central differences (h = 0.01 mg): rtol 1e-4.

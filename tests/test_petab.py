@@ -48,7 +48,10 @@ def boehm():
     return petab_problem(_yaml("Boehm_JProteomeRes2014"))
 
 
-@pytest.mark.parametrize("name", [n for n in REFERENCE if n != "Boehm_JProteomeRes2014"])
+# Sneyd in the slow tier (~20 s): its features, several conditions overriding model
+# parameters and assignment rules, are covered in the default tier by Fiedler.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "Sneyd_PNAS2002" else n
+                                  for n in REFERENCE if n != "Boehm_JProteomeRes2014"])
 def test_reference_nll_at_nominal(name):
     # Fiedler is non-stiff: Tsit5 compiles in about half the time of the default
     # Kvaerno5 (same nll to 1e-6); Elowitz and Zheng need the stiff default.

@@ -174,6 +174,8 @@ def test_trial_job_writes_summary_and_waterfall(tmp_path):
         bad.func(bad)
 
 
+# Slow tier (CI time): ~21 s; test_stochastic_mean_matches_expected_value_ode covers the mean by default.
+@pytest.mark.slow
 def test_stochastic_patients_follow_the_mean_for_large_clones():
     # One tau-leaping realisation per patient on the hourly PK grid: the sensitive clone
     # (~1e9 cells, relative SD ~ 1e-4) follows the expected-value path to 1e-3 (the

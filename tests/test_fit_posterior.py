@@ -10,6 +10,7 @@ SD / sqrt(1000) ~ 0.03 SD, so means within 0.1 SD and SDs within 8% relative; R-
 
 from __future__ import annotations
 
+import pytest
 import arviz as az
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +28,8 @@ class Decay(qsp.AlgebraicModel):
         return {"y": self.A * jnp.exp(-self.k * t)}
 
 
+# Slow tier (CI time): ~31 s of HMC compile and sampling.
+@pytest.mark.slow
 def test_hmc_posterior_matches_quadrature():
     rng = np.random.default_rng(4)
     t = np.array([0.5, 1.0, 2.0, 3.0, 5.0, 8.0])

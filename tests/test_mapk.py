@@ -110,6 +110,8 @@ def test_untreated_growth_reproduces_reference(rest1000):
     assert round(w[g0 < 0].sum(), 3) == 0.047
 
 
+# Slow tier (CI time): ~24 s; test_trial_path_agrees_with_simulate runs the model by default.
+@pytest.mark.slow
 def test_untreated_patient_stays_at_rest_for_56_days(sim):
     model = mapk.patient(122, init="steady")
     sol = sim(model, "untreated")

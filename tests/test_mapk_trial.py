@@ -19,6 +19,8 @@ def _subset(model, idx):
     return jax.tree.map(lambda x: x[idx] if isinstance(x, jax.Array) and x.ndim > 0 else x, model)
 
 
+# Slow tier (CI time): ~30 s; test_mapk_trial's gradient and rest tests exercise the trial path by default.
+@pytest.mark.slow
 def test_table_s10_weights_reproduce_the_clinical_targets():
     # shared/references/mapk.md §3.1 [REPRO]: with the Table S10 prevalence weights,
     # typical PK and Table S10 initial values, the weighted day-56 outcomes are

@@ -20,6 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# The whole module is in the slow tier (CI time): a ~55 s population fixture; test_optimize.py and test_optimize_usecases.py cover the optimiser by default.
+pytestmark = pytest.mark.slow
+
 import qsp
 from qsp.models.pk import pk1cmt
 from qsp.vpop import Population

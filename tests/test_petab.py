@@ -50,7 +50,8 @@ def boehm():
 
 # Sneyd in the slow tier (~20 s): its features, several conditions overriding model
 # parameters and assignment rules, are covered in the default tier by Fiedler.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "Sneyd_PNAS2002" else n
+# Zheng (pre-equilibration, ~50 s) too, for CI time.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("Sneyd_PNAS2002", "Zheng_PNAS2012") else n
                                   for n in REFERENCE if n != "Boehm_JProteomeRes2014"])
 def test_reference_nll_at_nominal(name):
     # Fiedler is non-stiff: Tsit5 compiles in about half the time of the default

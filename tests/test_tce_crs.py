@@ -177,6 +177,8 @@ def test_pb_b_cells_below_1pct_within_24h(label_sol, flat20_sol):
     assert float(flat20_sol.outputs["B_pb_rel"][i]) < 0.01
 
 
+# Slow tier (CI time): ~24 s; test_step_up_lowers_first_peak_against_flat_20 checks the dose-peak behaviour by default.
+@pytest.mark.slow
 def test_first_peak_rises_with_dose_and_flattens_on_log_scale(model):
     """First-dose IL-6 peak increases with the C1D1 dose, with diminishing gains per
     log-dose (Hosseini 2020 text: the first peak is only weakly dose-dependent)."""
@@ -213,6 +215,8 @@ class _Restart(TCECRS):
         return self.y_start
 
 
+# Slow tier (CI time): ~24 s; the CRS peak is checked by default in test_step_up_lowers_first_peak_against_flat_20.
+@pytest.mark.slow
 def test_restoring_b_cells_restores_the_peak(model, label_sol):
     """Restore PB and tissue B cells to baseline on day 21 of the label regimen: the
     C2D1 (60 mg) IL-6 peak comes back (> 5x the depleted peak)."""

@@ -15,6 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# The whole module is in the slow tier (CI time): the blinatumomab IL-6 reproduction (~35 s fixture); the CRS model's default-tier tests are in test_tce_crs.py.
+pytestmark = pytest.mark.slow
+
 import qsp
 from qsp.models.tce import STATES, TCECRS, calibrate, params, solver
 from qsp.models.tce.model import DESENS_STATES

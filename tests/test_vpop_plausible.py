@@ -5,6 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# The whole module is in the slow tier (CI time): a ~40 s acceptance-sampling fixture; test_vpop_sampling.py covers population sampling by default.
+pytestmark = pytest.mark.slow
+
 import qsp
 from qsp.models import pk1cmt
 from qsp.vpop import Population, plausibility_score, plausible_patients

@@ -5,6 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# The whole module is in the slow tier (CI time): ~30 s of worker-process start-up and compiles; the in-process batch path is the same code by default.
+pytestmark = pytest.mark.slow
+
 import qsp
 from qsp.models import pk2cmt
 

@@ -369,6 +369,28 @@ def _save_window(model, m_axes, reg_arrays, cidx, ts, t0) -> int | None:
     return window
 
 
+def _static_window(window: int | None, n_ts: int) -> int | None:
+    """The save window `_solve_one` compiles for: `window` rounded up, coarsely.
+
+    Coarse on purpose: the window is static, so each distinct value is a ~15 s compile
+    (a new dose interval, or a longer tail after the last dose, changes it), while extra
+    saves cost little: W = 8, 16, 32 and all 85 save times ran within ~15% of each other
+    on pk2cmt (benchmarks/NOTES.md section 19). So a power of two, at least
+    `_MIN_WINDOW`, and every save time once that would be over half of them."""
+    if window is None:
+        return None
+    window = max(_MIN_WINDOW, _bucket(window))
+    return n_ts if 2 * window > n_ts else window
+
+
+_MIN_WINDOW = 16
+
+
+def _bucket(n: int) -> int:
+    """The smallest power of two >= n (n >= 1)."""
+    return 1 << (int(n) - 1).bit_length()
+
+
 _SAVE_WINDOW_ROWS = 8192
 
 
@@ -523,6 +545,13 @@ def simulate(
                 "expected dose times >= t0."
             )
 
+    if regimen.n_events and not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(regimen)):
+        # Empty events (t = inf, amount 0) up to a power of two: regimens of 13, 14 or 16
+        # doses then share one compiled solve instead of ~15 s of compile each. The empty
+        # events add degenerate segments at the horizon, ~4% of the run time for 14 -> 16
+        # doses (benchmarks/NOTES.md section 19).
+        regimen = regimen.pad(_bucket(regimen.n_events))
+
     model = _as_arrays(model)
     m_axes, sizes = _batch_axes(model)
     r_batched = regimen.time.ndim == 2
@@ -572,7 +601,7 @@ def simulate(
         max_steps=int(max_steps),
         dt0=dt0,
         exact_save=bool(exact_save),
-        save_window=_save_window(model, m_axes, reg_arrays, cidx, ts, t0),
+        save_window=_static_window(_save_window(model, m_axes, reg_arrays, cidx, ts, t0), ts.shape[-1]),
     )
     axes = (m_axes, (r_ax,) * 4, r_ax, 0 if t_batched else None, 0 if a_batched else None, i_ax)
     args = (model, reg_arrays, cidx, ts, after, invalid)

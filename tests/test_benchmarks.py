@@ -113,8 +113,20 @@ def test_save_window_is_bitwise_the_all_saves_path(monkeypatch):
     W = S._save_window(S._as_arrays(model), S._batch_axes(S._as_arrays(model))[0],
                        (reg.time, reg.amount, reg.duration, reg.by_rate), reg.resolve(pk2cmt), jnp.asarray(ts), 0.0)
     assert W is not None and W < len(ts)  # the window is in use (5 of 25 here)
+    # simulate rounds W up to a power of two of at least _MIN_WINDOW (16 in the library,
+    # where this 25-point grid would then save everywhere); 1 here, so 8 of 25 are saved.
+    monkeypatch.setattr(S, "_MIN_WINDOW", 1)
+    assert S._static_window(W, len(ts)) == 8
+    traces = []
+    solve_one = S._solve_one
+    monkeypatch.setattr(S, "_solve_one", lambda *a: traces.append(1) or solve_one(*a))
     kw = dict(solver=diffrax.Tsit5(), obs_after_dose=after)
     win = qsp.simulate(model, reg, ts, **kw)
+    n_traces = len(traces)
+    # Another schedule, 7 doses instead of 6: padded to the same 8 events and the same
+    # window, it reuses the compiled solve (no new trace).
+    other = qsp.simulate(model, qsp.Regimen.bolus(100.0, time=12.0 * np.arange(7), cmt="DEPOT"), ts, **kw)
+    assert len(traces) == n_traces and (np.asarray(other.status) == 0).all()
     monkeypatch.setattr(S, "_save_window", lambda *a: None)
     full = qsp.simulate(model, reg, ts, **kw)
     assert np.array_equal(np.asarray(win.states), np.asarray(full.states))

@@ -102,6 +102,18 @@ def _one(m: Kirouac2017, grid, doses, dt, n_save):
     return jnp.concatenate([y0[None, :6], ys], axis=0)
 
 
+def _run(model, grid, dose_vec, dt: float, n_save: int, batched: bool):
+    per_patient = lambda m, g: _one(m, g, dose_vec, dt, n_save)
+    if batched:
+        per_patient = jax.vmap(per_patient, in_axes=(_batch_axes(model), None))
+    return jax.vmap(per_patient, in_axes=(None, 0))(model, grid)
+
+
+# One module-level jitted function (dt, n_save, batched static): a closure built per
+# call was a new function to jit each time, so every call recompiled (~10-20 s).
+_run_jit = eqx.filter_jit(_run)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrialResult:
     """Output of `simulate_trial`: `times` (day, `(n_save + 1,)`), `states`
@@ -139,14 +151,7 @@ def simulate_trial(model: Kirouac2017, arms=("untreated",), *, days: float = 56.
     dose_vec = jnp.stack([jnp.asarray(d[k], float) for k in DRUGS])
     model = jax.tree.map(lambda x: jnp.asarray(x, float) if isinstance(x, (int, float)) else x, model)
     n = _n_patients(model)
-
-    def run(model, grid, dose_vec):
-        per_patient = lambda m, g: _one(m, g, dose_vec, dt, n_save)
-        if n is not None:
-            per_patient = jax.vmap(per_patient, in_axes=(_batch_axes(model), None))
-        return jax.vmap(per_patient, in_axes=(None, 0))(model, grid)
-
-    states = (eqx.filter_jit(run) if jit else run)(model, grid, dose_vec)
+    states = (_run_jit if jit else _run)(model, grid, dose_vec, float(dt), n_save, n is not None)
     if n is None:
         states = states[:, None]
     times = np.arange(n_save + 1) * save_dt

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from importlib import resources
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -150,9 +151,14 @@ def _crossing(c, p):
 
 def curves(model: HT29pERK, conc, drug: str, egf: float):
     """Model pERK over concentrations `conc` (µM) of one drug alone."""
-    c = jnp.asarray(conc, float)
-    f = (lambda x: model.perk(x, 0.0, egf)) if drug == "vemurafenib" else (lambda x: model.perk(0.0, x, egf))
-    return jax.jit(jax.vmap(f))(c)
+    return _curves(model, jnp.asarray(conc, float), drug == "vemurafenib", jnp.asarray(egf, float))
+
+
+@eqx.filter_jit
+def _curves(model, c, vemurafenib: bool, egf):
+    # Module level, with egf traced: a jit of a fresh lambda recompiled on every call.
+    f = (lambda x: model.perk(x, 0.0, egf)) if vemurafenib else (lambda x: model.perk(0.0, x, egf))
+    return jax.vmap(f)(c)
 
 
 def data_ic50(drug: str, egf: float, data: pd.DataFrame | None = None) -> float:

@@ -20,6 +20,7 @@ which primitive, so the caller can fall back to the JAX backend.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 
@@ -270,6 +271,8 @@ class _Scalariser:
                 return float(_NUMPY_UNARY[op](np.float64(x)))
         if op == "neg":
             return self.sub(0.0, x)
+        if op == "logistic":  # exp on its own line, so `_batch_libm` can group it
+            return self.em.new(f"(1.0/(1.0+{self.em.new(f'exp(-({_c(x)}))')}))")
         return self.em.new(_UNARY[op].format(_c(x)))
 
     def _map2(self, op, a, b):
@@ -448,7 +451,7 @@ def _move(name, p, ins):
 
 
 def c_function(fn, in_avals, name: str, hoist: tuple[int, ...] = (),
-               skip_zeros: bool = False) -> tuple[str, list[np.ndarray], int]:
+               skip_zeros: bool = False, vector_libm: bool = True) -> tuple[str, list[np.ndarray], int]:
     """C source of `void name(const double* in0, ..., double* out0, ...)` computing `fn`.
 
     `in_avals`: `jax.ShapeDtypeStruct`s of the (array) inputs, read from their C
@@ -457,6 +460,8 @@ def c_function(fn, in_avals, name: str, hoist: tuple[int, ...] = (),
     parameters): what depends on them alone goes to `void name_pre(in_h..., double* q)`,
     and `name` takes `const double* q` after its inputs. `skip_zeros`: outputs that are
     structurally zero are not written (the caller zeroes the buffers once).
+    `vector_libm`: independent `exp`/`log` calls are grouped four at a time
+    (`_batch_libm`; the source then needs `QSP_VLIBM_HEAD`).
     Returns the source, the outputs as object arrays of their scalars (a Python float
     where the value is a constant: `0.0` marks a structural zero), and the length of q."""
     closed = jax.make_jaxpr(fn)(*in_avals)
@@ -476,7 +481,7 @@ def c_function(fn, in_avals, name: str, hoist: tuple[int, ...] = (),
     if hoist:
         args.append("const double* restrict q")
     args += [f"double* restrict out{k}" for k in range(len(outs))]
-    body = list(s.em.lines)
+    body = _batch_libm(s.em.lines) if vector_libm else list(s.em.lines)
     for k, o in enumerate(outs):
         for i, x in enumerate(np.asarray(o, dtype=object).reshape(-1)):
             if not (skip_zeros and _const(x) and x == 0):
@@ -487,3 +492,96 @@ def c_function(fn, in_avals, name: str, hoist: tuple[int, ...] = (),
         src += f"static void {name}_pre({', '.join(pre_args)}) {{\n" + "\n".join(s.em.pre) + "\n}\n"
     src += f"static void {name}({', '.join(args)}) {{\n" + "\n".join(body) + "\n}\n"
     return src, [np.asarray(o, dtype=object) for o in outs], len(s.em.pre)
+
+
+# -- grouping libm calls ---------------------------------------------------------------
+
+# A 4-lane call of glibc's vector libm (libmvec, AVX2) costs about 1.2 scalar calls here
+# (5.3 ns per lane against 17 ns per scalar log + exp; benchmarks/NOTES.md section 20),
+# and the Hill terms of the QSP models come as independent groups (a log per drug
+# concentration, then an exp per Hill term). Elsewhere, or when the library does not
+# link, the same calls run one lane at a time.
+QSP_VLIBM_HEAD = """#if defined(QSP_LIBMVEC) && defined(__x86_64__) && defined(__AVX2__)
+#include <immintrin.h>
+__m256d _ZGVdN4v_exp(__m256d);
+__m256d _ZGVdN4v_log(__m256d);
+#define QSP_V4(F, n, a, b, c, d, o) _mm256_storeu_pd(o, _ZGVdN4v_##F(_mm256_set_pd(d, c, b, a)))
+#else
+#define QSP_V4(F, n, a, b, c, d, o) do { (o)[0] = F(a); (o)[1] = F(b); \\
+    if ((n) > 2) (o)[2] = F(c); if ((n) > 3) (o)[3] = F(d); } while (0)
+#endif
+"""
+
+_CALL = re.compile(r"^  const double (v\d+) = (exp|log)\((.*)\);$")
+_DEF = re.compile(r"^  const double (v\d+) = ")
+_NAME = re.compile(r"\bv\d+\b")
+
+
+def _one_call(arg: str) -> bool:
+    """Whether `arg` is the whole argument of one call (`a)+exp(b` is not)."""
+    depth = 0
+    for ch in arg:
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _batch_libm(lines: list[str]) -> list[str]:
+    """Reorder straight-line `const double` code so that independent `exp`/`log` calls
+    meet, and emit them four lanes at a time (`QSP_V4`).
+
+    A list schedule of the statements' dependency graph: every ready statement that is
+    not one of these calls goes first (in its original order), which exposes as many
+    calls as possible; then up to four ready calls of the most common function go as one
+    vector call (a single one stays scalar). Values are unchanged up to the vector
+    library's rounding (glibc documents at most 4 ulp)."""
+    n = len(lines)
+    defs, calls, deps = {}, [None] * n, []
+    for i, line in enumerate(lines):
+        m = _CALL.match(line)
+        if m and _one_call(m.group(3)):
+            calls[i] = (m.group(1), m.group(2), m.group(3))
+        d = _DEF.match(line)
+        deps.append({defs[v] for v in _NAME.findall(line[d.end():] if d else line) if v in defs})
+        if d:
+            defs[d.group(1)] = i
+    users = [[] for _ in range(n)]
+    indeg = [len(d) for d in deps]
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    plain: list[int] = []
+    ready: dict[str, list[int]] = {"exp": [], "log": []}
+
+    def push(i):
+        heapq.heappush(ready[calls[i][1]] if calls[i] else plain, i)
+
+    for i in range(n):
+        if indeg[i] == 0:
+            push(i)
+    out, k = [], 0
+    while True:
+        if plain:
+            take = [heapq.heappop(plain)]
+            out.append(lines[take[0]])
+        else:
+            fn = max(ready, key=lambda f: len(ready[f]))
+            if not ready[fn]:
+                break
+            take = [heapq.heappop(ready[fn]) for _ in range(min(4, len(ready[fn])))]
+            if len(take) == 1:
+                out.append(lines[take[0]])
+            else:
+                args = [calls[i][2] for i in take] + ["1.0"] * (4 - len(take))
+                out.append(f"  double lm{k}[4]; QSP_V4({fn}, {len(take)}, {', '.join(args)}, lm{k});")
+                out += [f"  const double {calls[i][0]} = lm{k}[{lane}];" for lane, i in enumerate(take)]
+                k += 1
+        for i in take:
+            for u in users[i]:
+                indeg[u] -= 1
+                if indeg[u] == 0:
+                    push(u)
+    if len(out) - k != n:  # straight-line code has no cycles; this guards the parse
+        raise AssertionError(f"libm grouping scheduled {len(out) - k} of {n} statements")
+    return out

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._codegen import NativeUnsupported, c_function
+from ._codegen import QSP_VLIBM_HEAD, NativeUnsupported, c_function
 from ._sparse_lu import c_sparse_lu
 from ._solution import Status
 
@@ -108,8 +108,12 @@ def _load(src: str) -> ctypes.CDLL:
                 c_file = Path(tmp) / "model.c"
                 c_file.write_text(src)
                 out = Path(tmp) / "model.so"
-                proc = subprocess.run([cc, *_OPT, *_BASE, "-o", str(out), str(c_file), "-lm"],
-                                      capture_output=True, text=True)
+                # With glibc's vector libm where it links (x86-64 Linux); else scalar calls.
+                proc = subprocess.run([cc, *_OPT, *_BASE, "-DQSP_LIBMVEC", "-o", str(out), str(c_file), "-lmvec",
+                                       "-lm"], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    proc = subprocess.run([cc, *_OPT, *_BASE, "-o", str(out), str(c_file), "-lm"],
+                                          capture_output=True, text=True)
                 if proc.returncode != 0 and "QSP_NATIVE_CFLAGS" not in os.environ:
                     proc = subprocess.run([cc, "-O2", *_BASE, "-o", str(out), str(c_file), "-lm"],
                                           capture_output=True, text=True)
@@ -120,7 +124,7 @@ def _load(src: str) -> ctypes.CDLL:
         return lib
 
 
-_HEAD = ("#include <math.h>\n"
+_HEAD = ("#include <math.h>\n" + QSP_VLIBM_HEAD +
          "static inline double qsp_max(double a, double b) { return (a > b || a != a) ? a : b; }\n"
          "static inline double qsp_min(double a, double b) { return (a < b || a != a) ? a : b; }\n")
 

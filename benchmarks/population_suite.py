@@ -302,15 +302,16 @@ def qsp_method(case, chunk, all_saves=False, solver=None, workers=1):
     return run
 
 
-def native_method(case, threads=1):
+def native_method(case, threads=1, solver=None):
     """`qsp.simulate(..., backend="native")`: each patient in C generated from the model
-    (always Rodas4, whatever the case's JAX solver), `threads` threads, chunks of 1,024
-    patients (the chunk only bounds the memory of the JAX-side preparation)."""
+    (Rodas4, whatever the case's JAX solver, or `solver="bdf"`), `threads` threads,
+    chunks of 1,024 patients (the chunk only bounds the memory of the JAX-side
+    preparation)."""
     import qsp
 
     def run(p):
         sol = qsp.simulate(case.batched(p), case.regimen, case.ts, rtol=case.rtol, atol=case.atol,
-                           max_steps=16384, batch_size=1024, workers=threads, backend="native")
+                           max_steps=16384, batch_size=1024, workers=threads, backend="native", solver=solver)
         return np.asarray(sol.states), np.asarray(sol.num_steps)
 
     return run
@@ -403,6 +404,7 @@ def scipy_method(case, method, rtol=None, atol=None):
         y0s = case.y0(p)
         out = np.empty((len(p), len(case.ts), case.n_states))
         nfev = np.zeros(len(p), dtype=int)
+        run.work = work = {"nfev": 0, "njev": 0, "nlu": 0}  # summed over patients (benchmarks/floor.py)
         for i in range(len(p)):
             pi = p[i] if case.py_rhs is not None else jnp.asarray(p[i])
             y = y0s[i].copy()
@@ -423,6 +425,8 @@ def scipy_method(case, method, rtol=None, atol=None):
                     out[i, own] = sol.y.T[np.searchsorted(te, case.ts[own])]
                 y = sol.y[:, -1]
                 nfev[i] += sol.nfev
+                for k in work:
+                    work[k] += int(getattr(sol, k))
         return out, nfev
 
     return run
@@ -451,8 +455,10 @@ METHODS = ("qsp", "qsp_allsaves", "diffrax_vmap", "scipy_lsoda", "scipy_bdf", "r
 #: with qsp's generic `qsp.default_solver` (Kvaerno5 + Chord).
 #: `qsp_2w`: `qsp` with its chunks in 2 worker processes (`qsp.simulate(..., workers=2)`),
 #: the counterpart of `roadrunner_2p` on a 2-core machine.
-#: `qsp_native` / `qsp_native_2t`: the native backend in one / two threads.
-EXTRA_METHODS = ("qsp_rodas4", "qsp_kvaerno5", "qsp_2w", "qsp_native", "qsp_native_2t")
+#: `qsp_native` / `qsp_native_2t`: the native backend in one / two threads;
+#: `qsp_native_bdf` / `qsp_native_bdf_2t`: the same with `solver="bdf"` (NOTES section 21).
+EXTRA_METHODS = ("qsp_rodas4", "qsp_kvaerno5", "qsp_2w", "qsp_native", "qsp_native_2t", "qsp_native_bdf",
+                 "qsp_native_bdf_2t")
 #: Default methods per workload where they differ from `METHODS`: MAPK and clonal, whose
 #: model default became Rodas4 (NOTES section 14), are also timed with the Kvaerno5 + Chord
 #: they had before, in the same run; `qsp_allsaves` (a record of the pre-save-window
@@ -474,8 +480,8 @@ def build(case, name, chunk, sbml_text=None):
         return qsp_method(case, chunk, solver=qsp.default_solver(case.rtol, case.atol))
     if name == "qsp_2w":
         return qsp_method(case, chunk, workers=2)
-    if name in ("qsp_native", "qsp_native_2t"):
-        return native_method(case, threads=2 if name.endswith("_2t") else 1)
+    if name in ("qsp_native", "qsp_native_2t", "qsp_native_bdf", "qsp_native_bdf_2t"):
+        return native_method(case, threads=2 if name.endswith("_2t") else 1, solver="bdf" if "_bdf" in name else None)
     if name == "qsp_allsaves":
         return qsp_method(case, chunk, all_saves=True)
     if name == "diffrax_vmap":

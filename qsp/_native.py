@@ -159,6 +159,11 @@ def _flat_params(model) -> jax.Array:
     return jnp.concatenate([jnp.ravel(jnp.asarray(x, dtype=float)) for x in leaves])
 
 
+# The C methods (qsp_solve's last argument): Rodas4 (qsp/_rodas4.c, with the adjoint)
+# and the variable-order BDF (qsp/_bdf.c, forward only).
+_METHODS = {"rodas4": 0, "bdf": 1}
+
+
 class Kernel:
     """A model's compiled C solver (see the module docstring)."""
 
@@ -189,7 +194,8 @@ class Kernel:
         lu = ""
         if sparse_lu and self.n > 1:
             lu, self.lu_entries, self.lu_madds = c_sparse_lu(self.pattern)
-        template = (Path(__file__).with_name("_rodas4.c")).read_text()
+        here = Path(__file__)
+        template = here.with_name("_rodas4.c").read_text() + here.with_name("_bdf.c").read_text()
         head = _HEAD + (f"#define QSP_N {self.n}\n#define QSP_P {max(self.p, 1)}\n"
                         f"#define QSP_NQR {max(nq_rhs, 1)}\n#define QSP_NQJ {max(nq_jac, 1)}\n")
         self.source = head + rhs + jac + lu + template
@@ -199,7 +205,7 @@ class Kernel:
         self._fn = fn = lib.qsp_solve
         fn.restype = None
         fn.argtypes = ([ctypes.c_int] * 3 + [ctypes.c_void_p] * 8 + [ctypes.c_double] * 2 + [ctypes.c_int] * 2
-                       + [ctypes.c_void_p] * 3)
+                       + [ctypes.c_void_p] * 3 + [ctypes.c_int])
         if adjoint:
             self._tape_fn, self._adj_fn, self._free_fn = lib.qsp_solve_tape, lib.qsp_adjoint, lib.qsp_tape_free
             self._tape_fn.restype = self._adj_fn.restype = self._free_fn.restype = None
@@ -210,8 +216,11 @@ class Kernel:
             self._pool_fn = lib.qsp_tape_pool_limit
             self._pool_fn.restype, self._pool_fn.argtypes = None, [ctypes.c_longlong]
 
-    def solve(self, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, max_steps, workers=1, exact_save=True):
-        """Solve a batch (row = patient); returns (states, status, steps)."""
+    def solve(self, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, max_steps, workers=1, exact_save=True,
+              method="rodas4"):
+        """Solve a batch (row = patient) by `method` ("rodas4" or "bdf"); returns
+        (states, status, steps)."""
+        meth = _METHODS[method]
         b, n_seg, n_ts = B.shape[0], B.shape[1] - 1, ts.shape[1]
         c = lambda a, dt: np.ascontiguousarray(a, dtype=dt)
         params = c(params if self.p else np.zeros((b, 1)), np.float64)
@@ -226,7 +235,7 @@ class Kernel:
                 return
             self._fn(hi - lo, n_seg, n_ts, *(a[lo:].ctypes.data for a in (params, y0, B, dose, u, ts, owner, invalid)),
                      float(rtol), float(atol), int(max_steps), int(bool(exact_save)), out[lo:].ctypes.data, status[lo:].ctypes.data,
-                     steps[lo:].ctypes.data)
+                     steps[lo:].ctypes.data, meth)
 
         workers = max(1, min(int(workers), b))
         if workers == 1:
@@ -322,7 +331,8 @@ def _outputs_batch(model, ts, ys, m_ax):
     return jax.vmap(_outputs, in_axes=(m_ax, 0, 0))(model, ts, ys)
 
 
-def simulate_native(args, axes, batch, t0, rtol, atol, max_steps, batch_size, workers, exact_save=True):
+def simulate_native(args, axes, batch, t0, rtol, atol, max_steps, batch_size, workers, exact_save=True,
+                    method="rodas4"):
     """The native backend of `qsp.simulate` (arguments as its internals prepare them).
 
     Returns (states, outputs, status, steps) as NumPy arrays, batched iff `batch`."""
@@ -353,7 +363,7 @@ def simulate_native(args, axes, batch, t0, rtol, atol, max_steps, batch_size, wo
             params, y0, B, dose, u, ts_b, owner = (np.asarray(x) for x in _prepare(m, r, c, t, af, t0, axes[:5]))
             inv = np.broadcast_to(np.asarray(inv, dtype=bool), (B.shape[0],))
             fut = solver_thread.submit(kernel.solve, params, y0, B, dose, u, ts_b, owner, inv, rtol, atol,
-                                       max_steps, workers, exact_save)
+                                       max_steps, workers, exact_save, method)
             if pending is not None:
                 finish(pending)
             pending = (fut, m, ts_b, min(chunk, size - s))

@@ -134,8 +134,8 @@ static int all_finite(const double *v) {
 }
 
 /* Hairer, Norsett & Wanner, Solving ODEs I, section II.4 (as diffrax's dt0=None). */
-static double initial_step(double t0, const double *y0, const double *f0, const Patient *p, const double *u,
-                           double rtol, double atol) {
+static double initial_step_p(double t0, const double *y0, const double *f0, const Patient *p, const double *u,
+                             double rtol, double atol, double inv_order) {
     double sc[N], z[N], y1[N], f1[N], d0 = 0, d1 = 0, d2 = 0;
     for (int i = 0; i < N; i++) {
         sc[i] = atol + fabs(y0[i]) * rtol;
@@ -153,9 +153,14 @@ static double initial_step(double t0, const double *y0, const double *f0, const 
     }
     d2 = sqrt(d2 / N) / h0;
     double md = d1 > d2 ? d1 : d2;
-    double h1 = (md <= 1e-15) ? r4_fmax(1e-6, h0 * 1e-3) : pow(0.01 / md, 1.0 / 4.0);
+    double h1 = (md <= 1e-15) ? r4_fmax(1e-6, h0 * 1e-3) : pow(0.01 / md, inv_order);
     double h = r4_fmin(100.0 * h0, h1);
     return isfinite(h) && h > 0 ? h : 1e-6;
+}
+
+static double initial_step(double t0, const double *y0, const double *f0, const Patient *p, const double *u,
+                           double rtol, double atol) {
+    return initial_step_p(t0, y0, f0, p, u, rtol, atol, 1.0 / 4.0);
 }
 
 /* One segment [ta, tb]: y advanced in place; save times ts[idx[0..m)] (each clipped
@@ -295,11 +300,16 @@ static void group_saves(int n_seg, int n_ts, const int *op, int *idx, int *start
         if (op[j] >= 0) idx[fill[op[j]]++] = j;
 }
 
-/* One patient (row pt of every array); with a tape, its steps are recorded. */
+static int segment_bdf(double ta, double tb, double *y, const Patient *p, const double *u, const double *ts,
+                       const int *idx, int m, double *out, double rtol, double atol, int max_steps,
+                       long long *steps);  /* qsp/_bdf.c, pasted after this file */
+
+/* One patient (row pt of every array) by Rodas4 (method 0; with a tape, its steps are
+   recorded) or BDF (method 1, no tape). */
 static int solve_patient(int pt, int n_seg, int n_ts, const double *params, const double *y0, const double *B,
                          const double *dose, const double *u, const double *ts, const int *owner, const int *invalid,
                          double rtol, double atol, int max_steps, int exact, double *out, long long *steps,
-                         Tape *tape) {
+                         Tape *tape, int method) {
     int idx[n_ts > 0 ? n_ts : 1], start[n_seg + 1];
     double y[N];
     Patient pp;
@@ -320,9 +330,14 @@ static int solve_patient(int pt, int n_seg, int n_ts, const double *params, cons
         const double *d = dose + ((long)pt * n_seg + s) * N;
         for (int i = 0; i < N; i++) y[i] += d[i];
         if (tape) { tape->seg_first[s] = (int)tape->n_rec; memcpy(tape->seg_y + (long)s * N, y, sizeof(double) * N); }
-        st = segment(B[(long)pt * (n_seg + 1) + s], B[(long)pt * (n_seg + 1) + s + 1], y, &pp,
-                     u + ((long)pt * n_seg + s) * N, tp, idx + start[s], start[s + 1] - start[s], yo,
-                     rtol, atol, max_steps, exact, steps + pt, tape);
+        double ta = B[(long)pt * (n_seg + 1) + s], tb = B[(long)pt * (n_seg + 1) + s + 1];
+        const double *us = u + ((long)pt * n_seg + s) * N;
+        if (method == 1)
+            st = segment_bdf(ta, tb, y, &pp, us, tp, idx + start[s], start[s + 1] - start[s], yo, rtol, atol,
+                             max_steps, steps + pt);
+        else
+            st = segment(ta, tb, y, &pp, us, tp, idx + start[s], start[s + 1] - start[s], yo, rtol, atol,
+                         max_steps, exact, steps + pt, tape);
     }
     if (tape) tape->seg_first[n_seg] = (int)tape->n_rec;
     return st;
@@ -331,8 +346,9 @@ static int solve_patient(int pt, int n_seg, int n_ts, const double *params, cons
 /* Patients [0, n_pat): each row of every array is one patient (see qsp/_native.py). */
 void qsp_solve(int n_pat, int n_seg, int n_ts, const double *params, const double *y0, const double *B,
                const double *dose, const double *u, const double *ts, const int *owner, const int *invalid,
-               double rtol, double atol, int max_steps, int exact, double *out, int *status, long long *steps) {
+               double rtol, double atol, int max_steps, int exact, double *out, int *status, long long *steps,
+               int method) {
     for (int pt = 0; pt < n_pat; pt++)
         status[pt] = solve_patient(pt, n_seg, n_ts, params, y0, B, dose, u, ts, owner, invalid, rtol, atol,
-                                   max_steps, exact, out, steps, NULL);
+                                   max_steps, exact, out, steps, NULL, method);
 }

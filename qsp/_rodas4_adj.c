@@ -230,7 +230,7 @@ void qsp_solve_tape(int n_pat, int n_seg, int n_ts, const double *params, const 
             tp = NULL;
         }
         status[pt] = solve_patient(pt, n_seg, n_ts, params, y0, B, dose, u, ts, owner, invalid, rtol, atol,
-                                   max_steps, 1, out, steps, tp);
+                                   max_steps, 1, out, steps, tp, 0);
         if (status[pt] != 0 || !tp) { tape_free(tp); tp = NULL; if (status[pt] == 0) status[pt] = 2; }
         tapes[pt] = tp;
         nbytes[pt] = tp ? (long long)(sizeof(double) * (tp->cap * QSP_REC + (long)N * n_seg)

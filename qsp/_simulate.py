@@ -73,17 +73,24 @@ def _checks_without_callbacks():
         eqx_errors.EQX_ON_ERROR = old
 
 
-def _check_native(solver, dt0):
+def _check_native(solver, dt0) -> str:
+    """The native method for `solver=`: "rodas4" (default, differentiable) or "bdf"."""
     from ._rosenbrock import Rodas4
 
-    if solver is not None and not isinstance(solver, Rodas4):
-        raise ValueError(
-            f"backend='native' always uses Rodas4; got solver={type(solver).__name__}. "
-            "Drop solver= or use backend='jax'."
-        )
     if dt0 is not None:
         raise ValueError("backend='native' chooses its first step itself; dt0= is only "
                          "available with backend='jax'.")
+    if solver is None or isinstance(solver, Rodas4):
+        return "rodas4"
+    if isinstance(solver, str) and solver in _NATIVE_METHODS:
+        return solver
+    raise ValueError(
+        f"backend='native' solves by Rodas4 or BDF; got solver={solver!r}. Use solver=None "
+        "(Rodas4), solver='bdf', or backend='jax' for a diffrax solver."
+    )
+
+
+_NATIVE_METHODS = ("rodas4", "bdf")
 
 
 def _adjoint(adjoint):
@@ -481,7 +488,8 @@ def simulate(
     - `t0`: start of the simulation (default 0; the model is at `initial()` there).
     - `rtol`, `atol`: step tolerances of the adaptive controller.
     - `max_steps`: maximum solver steps per dosing interval.
-    - `solver`: any diffrax solver; default the model class's `default_solver(rtol, atol)`
+    - `solver`: any diffrax solver (with `backend="native"`: `None` for Rodas4, or
+      `"bdf"`, below); default the model class's `default_solver(rtol, atol)`
       if it defines one (a static or class method), else `default_solver(rtol, atol)`
       (stiff Kvaerno5).
     - `adjoint`: `"reverse"` (default, for `jax.grad`), `"forward"` (for `jax.jacfwd`
@@ -509,7 +517,10 @@ def simulate(
       solver's discrete adjoint in C (`qsp/_native_grad.py`; reverse mode only, one
       batch, `exact_save=True`). Several times faster per patient on a CPU
       (benchmarks/NOTES.md section 16); results agree with the JAX backend to the
-      step tolerances.
+      step tolerances. `solver="bdf"` solves by variable-order BDF in C instead
+      (`qsp/_bdf.c`: one Jacobian kept across many steps, as LSODA and CVODE do;
+      NOTES section 21): fewer Jacobians for stiff populations, saves always
+      interpolated, forward only (not under `jax.jit`/`jax.grad`).
 
     **Returns:** a `Solution`. Failed trajectories are flagged in `status`, never raised:
     call `sol.raise_if_failed()` to turn failure into an exception.
@@ -587,6 +598,14 @@ def simulate(
     reg_arrays = (regimen.time, regimen.amount, regimen.duration, regimen.by_rate)
     r_ax = 0 if r_batched else None
     solver_arg = solver
+    if isinstance(solver, str):
+        if backend != "native" or solver not in _NATIVE_METHODS:
+            raise ValueError(
+                f"solver={solver!r}: a name selects a method of backend='native' ("
+                f"{', '.join(map(repr, _NATIVE_METHODS))}); with backend='jax' pass a diffrax "
+                "solver, e.g. qsp.Rodas4() or diffrax.Kvaerno5()."
+            )
+        solver = None
     if solver is None:
         # A model may declare its own default (e.g. an explicit solver for non-stiff PK,
         # where Kvaerno5 costs ~14x the CPU of Tsit5 for the same steps:
@@ -608,8 +627,14 @@ def simulate(
     t0_ = jnp.asarray(t0, dtype=float)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args))
     if backend == "native":
-        _check_native(solver_arg, dt0)
+        method = _check_native(solver_arg, dt0)
         if traced:  # jit/grad: a callback with the discrete adjoint as its VJP
+            if method != "rodas4":
+                raise ValueError(
+                    f"solver={method!r} has no adjoint: under jax.jit/jax.grad backend='native' "
+                    "solves by Rodas4 and differentiates its steps. Drop solver=, or call "
+                    "simulate outside jit for a BDF forward solve."
+                )
             from ._native_grad import simulate_traced
 
             ys, outs, status, steps = simulate_traced(args, axes, t0_, rtol, atol, int(max_steps), int(workers),
@@ -622,7 +647,7 @@ def simulate(
         from ._native import simulate_native
 
         ys, outs, status, steps = simulate_native(
-            args, axes, batch, t0_, rtol, atol, int(max_steps), batch_size, int(workers), bool(exact_save))
+            args, axes, batch, t0_, rtol, atol, int(max_steps), batch_size, int(workers), bool(exact_save), method)
         return Solution(ts=ts, states=jnp.asarray(ys), outputs={k: jnp.asarray(v) for k, v in outs.items()},
                         status=jnp.asarray(status), num_steps=jnp.asarray(steps),
                         state_names=tuple(model.states))

@@ -156,10 +156,12 @@ def test_sparse_lu_solves_and_refuses_bad_pivots():
 # -- the solver against closed forms and the JAX backend --------------------------------------
 
 
+@pytest.mark.parametrize("solver", [None, "bdf"])
 @pytest.mark.parametrize("which", ["pk1cmt", "pk2cmt"])
-def test_native_closed_form_pk(which):
+def test_native_closed_form_pk(which, solver):
     """The closed-form cases of test_simulate (boluses with ADDL, overlapping infusions,
-    oral doses with F and lag), one batched native call: relative error < 1e-6."""
+    oral doses with F and lag), one batched native call, by Rodas4 and by BDF (whose
+    saves are interpolated): relative error < 1e-6."""
     names = list(CF_CASES)
     regs = qsp.Regimen.stack([CF_CASES[n][0] for n in names])
     k = len(names)
@@ -169,14 +171,14 @@ def test_native_closed_form_pk(which):
     else:
         model = pk2cmt(**{p: jnp.full(k, v) for p, v in P2.items()}, F1=jnp.full(k, 0.6), ALAG1=jnp.full(k, 0.75))
         col = 2
-    sol = qsp.simulate(model, regs, jnp.asarray(CF_TS), rtol=1e-10, atol=1e-12, backend="native")
+    sol = qsp.simulate(model, regs, jnp.asarray(CF_TS), rtol=1e-10, atol=1e-12, backend="native", solver=solver)
     assert sol.ok.all()
     for i, name in enumerate(names):
         want = CF_CASES[name][col](CF_TS)
         got = np.asarray(sol.outputs["CP"][i])
         nz = np.abs(want) > 1e-12
         rel = np.abs(got[nz] - want[nz]) / np.abs(want[nz])
-        assert rel.max() < 1e-6, f"{which}, {name}: max relative error {rel.max():.2e}"
+        assert rel.max() < 1e-6, f"{which}, {solver}, {name}: max relative error {rel.max():.2e}"
         np.testing.assert_allclose(got[~nz], 0.0, atol=1e-12)
 
 
@@ -210,19 +212,26 @@ def test_interpolated_saves():
     assert np.abs(np.asarray(interp.outputs["CP"]) - want).max() < 1e-6 * want.max()
 
 
-def test_failures_are_flagged_per_patient():
+@pytest.mark.parametrize("solver", [None, "bdf"])
+def test_failures_are_flagged_per_patient(solver):
     """An out-of-bounds parameter gives INVALID_PARAMETERS, too few steps
-    MAX_STEPS_REACHED; the other patients are solved as alone."""
+    MAX_STEPS_REACHED, a right-hand side that turns NaN MAX_STEPS_REACHED or
+    DT_MIN_REACHED; the other patients are solved as alone."""
     reg = qsp.Regimen.bolus(amount=100.0, time=0.0, cmt="CENT")
     ts = jnp.linspace(0.0, 48.0, 9)
+    kw = dict(backend="native", solver=solver)
     pop = pk2cmt(CL=jnp.array([1.0, -1.0, 2.0]))
-    sol = qsp.simulate(pop, reg, ts, backend="native")
+    sol = qsp.simulate(pop, reg, ts, **kw)
     assert np.asarray(sol.status).tolist() == [qsp.Status.SUCCESS, qsp.Status.INVALID_PARAMETERS, qsp.Status.SUCCESS]
     assert np.isnan(np.asarray(sol.states[1])).all() and np.isfinite(np.asarray(sol.states)[[0, 2]]).all()
-    alone = qsp.simulate(pk2cmt(CL=2.0), reg, ts, backend="native")
+    alone = qsp.simulate(pk2cmt(CL=2.0), reg, ts, **kw)
     np.testing.assert_array_equal(np.asarray(sol.states[2]), np.asarray(alone.states))
-    short = qsp.simulate(pk2cmt(CL=jnp.array([1.0, 2.0])), reg, ts, backend="native", max_steps=2)
+    short = qsp.simulate(pk2cmt(CL=jnp.array([1.0, 2.0])), reg, ts, max_steps=2, **kw)
     assert (np.asarray(short.status) == qsp.Status.MAX_STEPS_REACHED).all()
+    nan = qsp.simulate(pk2cmt(CL=jnp.array([1.0, jnp.inf])), reg, ts, **kw)
+    st = np.asarray(nan.status)
+    assert st[0] == qsp.Status.SUCCESS and st[1] != qsp.Status.SUCCESS, st
+    assert np.isnan(np.asarray(nan.states[1])).all()
 
 
 def test_threads_and_chunks_do_not_change_results():
@@ -235,6 +244,9 @@ def test_threads_and_chunks_do_not_change_results():
     split = qsp.simulate(pop, reg, ts, backend="native", workers=2, batch_size=3)
     np.testing.assert_array_equal(np.asarray(split.states), np.asarray(one.states))
     np.testing.assert_array_equal(np.asarray(split.num_steps), np.asarray(one.num_steps))
+    one, split = (qsp.simulate(pop, reg, ts, backend="native", solver="bdf", **kw)
+                  for kw in ({}, dict(workers=2, batch_size=3)))
+    np.testing.assert_array_equal(np.asarray(split.states), np.asarray(one.states))
 
 
 def test_native_bad_arguments():
@@ -243,8 +255,15 @@ def test_native_bad_arguments():
     ts = jnp.linspace(0.0, 4.0, 3)
     with pytest.raises(ValueError, match="backend='fast'"):
         qsp.simulate(m, reg, ts, backend="fast")
-    with pytest.raises(ValueError, match="always uses Rodas4"):
+    with pytest.raises(ValueError, match="solves by Rodas4 or BDF; got solver=Kvaerno5"):
         qsp.simulate(m, reg, ts, backend="native", solver=qsp.default_solver(1e-6, 1e-9))
+    with pytest.raises(ValueError, match="solver='lsoda': a name selects a method of backend='native'"):
+        qsp.simulate(m, reg, ts, backend="native", solver="lsoda")
+    with pytest.raises(ValueError, match="with backend='jax' pass a diffrax solver"):
+        qsp.simulate(m, reg, ts, solver="bdf")
+    with pytest.raises(ValueError, match="solver='bdf' has no adjoint"):
+        jax.grad(lambda cl: qsp.simulate(m.replace(CL=cl), reg, ts, backend="native",
+                                         solver="bdf").outputs["CP"][-1])(1.0)
     with pytest.raises(ValueError, match="dt0"):
         qsp.simulate(m, reg, ts, backend="native", dt0=0.1)
     with pytest.raises(ValueError, match="exact_save=True"):
@@ -266,17 +285,20 @@ def test_missing_compiler_is_explained(monkeypatch):
 def test_flagship_models_native_against_lsoda(workload):
     """The three flagship workloads of benchmarks/population_suite.py (CRS step-up
     infusions, MAPK four-drug arm, clonal one year of daily doses), 3 patients: the
-    native solve at rtol 1e-8 against scipy's LSODA at rtol 1e-10 / atol 1e-12 (an
-    independent solver): every reported output within 1e-5 of its largest value."""
+    native solve at rtol 1e-8, by Rodas4 and by BDF, against scipy's LSODA at rtol 1e-10 /
+    atol 1e-12 (an independent solver): every reported output within 1e-5 of its
+    largest value."""
     from benchmarks import population_suite as ps
 
     case = ps.CASES[workload](rtol=1e-8, atol=1e-11)
     p = case.params(3)
-    sol = qsp.simulate(case.batched(p), case.regimen, case.ts, rtol=1e-8, atol=1e-11, max_steps=65536,
-                       backend="native")
-    assert sol.ok.all(), np.asarray(sol.status)
     ref, _ = ps.scipy_method(case, "LSODA", rtol=1e-10, atol=1e-12)(p)
-    got, want = case.reported(p, np.asarray(sol.states)), case.reported(p, ref)
-    for j, k in enumerate(case.outputs):
-        err = np.abs(got[..., j] - want[..., j]).max() / np.abs(want[..., j]).max()
-        assert err <= 1e-5, f"{workload} {k}: {err:.2e}"
+    want = case.reported(p, ref)
+    for solver in (None, "bdf"):
+        sol = qsp.simulate(case.batched(p), case.regimen, case.ts, rtol=1e-8, atol=1e-11, max_steps=65536,
+                           backend="native", solver=solver)
+        assert sol.ok.all(), np.asarray(sol.status)
+        got = case.reported(p, np.asarray(sol.states))
+        for j, k in enumerate(case.outputs):
+            err = np.abs(got[..., j] - want[..., j]).max() / np.abs(want[..., j]).max()
+            assert err <= 1e-5, f"{workload} {solver} {k}: {err:.2e}"

@@ -64,9 +64,11 @@ static void bdf_change(double D[BDF_MAXORD + 3][N], int order, double factor) {
     memcpy(D, T, sizeof(double) * (order + 1) * N);
 }
 
-static double bdf_norm(const double *v, const double *scale) {
+/* RMS of v_i w_i, w = 1 / (atol + rtol |y|) (reciprocals: one division per step, not
+   one per Newton iteration). */
+static double bdf_norm(const double *v, const double *w) {
     double s = 0.0;
-    for (int i = 0; i < N; i++) { double r = v[i] / scale[i]; s += r * r; }
+    for (int i = 0; i < N; i++) { double r = v[i] * w[i]; s += r * r; }
     return sqrt(s / N);
 }
 
@@ -147,7 +149,7 @@ static int segment_bdf(double ta, double tb, double *y, const Patient *p, const 
                 for (int k = 1; k <= order; k++) q += cf.gamma[k] * D[k][i];
                 yp[i] = s;
                 psi[i] = q / cf.alpha[order];
-                sc[i] = atol + rtol * fabs(s);
+                sc[i] = 1.0 / (atol + rtol * fabs(s));
             }
             double c = h / cf.alpha[order];
             int converged = 0, n_iter = 0;
@@ -169,12 +171,13 @@ static int segment_bdf(double ta, double tb, double *y, const Patient *p, const 
                 memset(d, 0, sizeof(d));
                 for (n_iter = 1; n_iter <= BDF_NEWTON; n_iter++) {
                     f_eval(tn, yn, p, u, f);
-                    if (!all_finite(f)) break;
-                    for (int i = 0; i < N; i++) dy[i] = f[i] - (psi[i] + d[i]) / c; /* (c f - psi - d) / c */
+                    double ic = 1.0 / c;
+                    for (int i = 0; i < N; i++) dy[i] = f[i] - (psi[i] + d[i]) * ic; /* (c f - psi - d) / c */
                     bdf_solve(&lu, dy);
                     if (corr != 1.0)
                         for (int i = 0; i < N; i++) dy[i] *= corr;
                     double nrm = bdf_norm(dy, sc);
+                    if (!isfinite(nrm)) break; /* a non-finite f: as no convergence */
                     double rate = old >= 0.0 ? nrm / old : -1.0;
                     if (rate >= 0.0) {
                         double rk = rate;
@@ -199,7 +202,7 @@ static int segment_bdf(double ta, double tb, double *y, const Patient *p, const 
             }
             if (n_iter > BDF_NEWTON) n_iter = BDF_NEWTON;
             safety = 0.9 * (2 * BDF_NEWTON + 1) / (2 * BDF_NEWTON + n_iter);
-            for (int i = 0; i < N; i++) { sc[i] = atol + rtol * fabs(yn[i]); e[i] = cf.econst[order] * d[i]; }
+            for (int i = 0; i < N; i++) { sc[i] = 1.0 / (atol + rtol * fabs(yn[i])); e[i] = cf.econst[order] * d[i]; }
             err_norm = all_finite(yn) ? bdf_norm(e, sc) : INFINITY;
             if (err_norm > 1.0) {
                 double factor = isfinite(err_norm) ? r4_fmax(0.2, safety * pow(err_norm, -1.0 / (order + 1))) : 0.2;
@@ -233,7 +236,7 @@ static int segment_bdf(double ta, double tb, double *y, const Patient *p, const 
         if (n_equal < order + 1) continue;
         /* Order and step: the largest step among orders order - 1, order, order + 1. */
         double em = INFINITY, ep = INFINITY;
-        for (int i = 0; i < N; i++) sc[i] = atol + rtol * fabs(D[0][i]);
+        for (int i = 0; i < N; i++) sc[i] = 1.0 / (atol + rtol * fabs(D[0][i]));
         if (order > 1) {
             for (int i = 0; i < N; i++) e[i] = cf.econst[order - 1] * D[order][i];
             em = bdf_norm(e, sc);

@@ -271,9 +271,17 @@ def _adjoint_source(f, jac_f, avals, n, p, pattern) -> str:
     vec, stages = sd((n,), float), sd((6, n), float)
     v_src, _, nq_v = c_function(vjp, avals + (vec,), "qsp_vjp", hoist=(2,))
     s_src, _, nq_s = c_function(svjp, avals + (vec, vec, stages, stages), "qsp_svjp", hoist=(2,))
+    # step_back's stage loop is unrolled (qsp/_rodas4_adj.c): an inlined VJP would be
+    # copied five times. A large one (CRS: ~1,700 lines) then spills the instruction
+    # cache: kept out of line it made the CRS gradient 8% faster; small ones (pk2cmt) stay
+    # inline, where the call costs more than it saves (NOTES section 22).
+    if v_src.count("\n") > _INLINE_VJP_LINES:
+        v_src = v_src.replace("static void qsp_vjp(", "__attribute__((noinline)) static void qsp_vjp(", 1)
     head = f"#define QSP_NQV {max(nq_v, 1)}\n#define QSP_NQSV {max(nq_s, 1)}\n"
     return head + v_src + s_src + (Path(__file__).with_name("_rodas4_adj.c")).read_text()
 
+
+_INLINE_VJP_LINES = 1000  # measured: CRS (1,700 lines) gains out of line, pk2cmt (44) loses
 
 _KERNELS: dict = {}
 

@@ -330,12 +330,17 @@ def test_trial_native_backend_matches_jax():
     endpoints within 1e-3 of the JAX backend's (both Rodas4 at the trial's rtol 1e-4
     with interpolated saves, different step sequences; 1.05e-4 was the largest
     difference over 3 x 200 patients, benchmarks/NOTES.md section 16), same grades, and
-    an invalid patient flagged the same way."""
+    an invalid patient flagged the same way. The same for the native BDF method
+    (`method="bdf"`, NOTES section 21)."""
     a = trial.run(n=4, regimens=["label"], seed=7, chunk=4, progress=False)
     b = trial.run(n=4, regimens=["label"], seed=7, chunk=4, progress=False, backend="native")
+    c = trial.run(n=4, regimens=["label"], seed=7, chunk=4, progress=False, backend="native", method="bdf")
     for k in ("il6_first_peak", "il6_later_peak", "bcell_d1", "tumor_change_d84"):
         np.testing.assert_allclose(b[1][k], a[1][k], rtol=1e-3, err_msg=k)
-    assert list(b[1].crs_grade) == list(a[1].crs_grade)
+        np.testing.assert_allclose(c[1][k], a[1][k], rtol=1e-3, err_msg=f"bdf {k}")
+    assert list(b[1].crs_grade) == list(a[1].crs_grade) == list(c[1].crs_grade)
+    with pytest.raises(ValueError, match="method='bdf' is a method of backend='native'"):
+        trial.run(n=4, regimens=["label"], progress=False, method="bdf")
     m, f = population.sample(4, seed=7)
     m = m.replace(kIL6prod=m.kIL6prod.at[2].set(-1.0))
     _, p, _ = trial.run(regimens=["label"], chunk=4, progress=False, pop=(m, f), backend="native")
@@ -367,6 +372,8 @@ def test_cli_trial_crs_writes_the_tables(tmp_path, capsys):
     assert "label" in capsys.readouterr().out
     assert main(["trial", "crs", "--regimens", "1.6-20", "--out", str(out)]) == 2
     assert "regimen '1.6-20'" in capsys.readouterr().err
+    assert main(["trial", "crs", "--method", "bdf", "--backend", "jax", "--out", str(out)]) == 2
+    assert "--method bdf is a method of the native backend" in capsys.readouterr().err
 
 
 def test_cli_auto_backend_falls_back_to_jax(tmp_path, capsys, monkeypatch):

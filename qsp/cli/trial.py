@@ -46,6 +46,9 @@ def add_parser(sub):
                    help="native: each patient solved in C generated from the model (needs a C compiler; "
                    "several times faster); jax: the vmapped diffrax solve; auto (default): native when a "
                    "C compiler is found, else jax")
+    c.add_argument("--method", choices=("rodas4", "bdf"), default="rodas4",
+                   help="native backend's solver: rodas4 (default) or bdf (about twice as fast on this "
+                   "model, LSODA's accuracy at the same tolerance; benchmarks/NOTES.md section 21)")
     c.add_argument("--out", default="qsp-out", help="output directory (default qsp-out)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=run_crs)
@@ -78,8 +81,12 @@ def run_crs(args) -> int:
             R.parse(s, args.cycles)
         except ValueError as err:
             raise UserError(str(err)) from None
+    if args.method != "rodas4" and args.backend == "jax":
+        raise UserError(f"--method {args.method} is a method of the native backend; drop --backend jax "
+                        "or --method.")
     return crs_job(n=args.n, regimens=specs, cycles=args.cycles, seed=args.seed, chunk=args.chunk,
-                   out=args.out, progress=not args.no_progress, workers=args.workers, backend=args.backend)
+                   out=args.out, progress=not args.no_progress, workers=args.workers, backend=args.backend,
+                   method=args.method)
 
 
 def default_workers(n: int, chunk: int) -> int:
@@ -97,7 +104,8 @@ def resolve_backend(backend: str) -> str:
     return "native" if shutil.which(os.environ.get("CC", "cc")) else "jax"
 
 
-def crs_job(n, regimens, cycles, seed, chunk, out, progress=True, workers=None, backend="auto") -> int:
+def crs_job(n, regimens, cycles, seed, chunk, out, progress=True, workers=None, backend="auto",
+            method="rodas4") -> int:
     """Run the CRS trial and write summary.csv, patients.csv and il6_by_regimen.png."""
     import time
 
@@ -112,10 +120,11 @@ def crs_job(n, regimens, cycles, seed, chunk, out, progress=True, workers=None, 
 
     def run(be):
         unit = ("thread", "threads") if be == "native" else ("worker process", "worker processes")
+        how = f"{be} backend" + (f" ({method})" if be == "native" else "")
         print(f"qsp trial crs: {n} virtual NHL patients (seed {seed}), {cycles} cycles, "
-              f"regimens {', '.join(regimens)}, {be} backend, {workers} {unit[workers > 1]}", flush=True)
+              f"regimens {', '.join(regimens)}, {how}, {workers} {unit[workers > 1]}", flush=True)
         return trial.run(n=n, regimens=regimens, cycles=cycles, seed=seed, chunk=chunk, progress=progress,
-                         workers=workers, backend=be)
+                         workers=workers, backend=be, method=method if be == "native" else "rodas4")
 
     try:
         summary, patients, curves = run(chosen)

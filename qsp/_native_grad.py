@@ -15,10 +15,15 @@ parameters, initial states, bolus vectors, infusion inputs and segment boundarie
 (the last by the jump condition of a trajectory with an event; see the C file).
 
 Tapes live between the forward and the backward call in a registry capped by
-`$QSP_NATIVE_TAPE_MB` (default 2048 MB; CRS at rtol 1e-6 takes ~2-4 MB per
-patient): when a tape has been evicted, or the forward ran without `jax.grad` (e.g.
-`jax.vjp` called twice), the backward call solves forward again with a tape first.
-Results never depend on the registry, only the time does.
+`$QSP_NATIVE_TAPE_MB` (default 2048 MB; CRS at rtol 1e-6 takes ~3.7 MB per
+patient). The forward records tapes block by block while the population's tapes fit
+under that cap and solves the remaining patients without one; the backward call
+records those (and any evicted population, or a second pullback of `jax.vjp`) again,
+in chunks that fit the cap, each chunk's adjoint run before the next is recorded. So
+memory stays bounded whatever the population, and a population whose tapes do not
+all fit pays one extra forward solve for the patients that did not fit, not for all of
+them (benchmarks/NOTES.md section 22). Results never depend on the registry or the
+chunks, only the time does.
 
 Limits: reverse mode only (`jax.jvp`/`jax.jacfwd` through it raise: use
 `backend="jax"` with `adjoint="forward"`), `exact_save=True`, and gradients w.r.t.
@@ -75,8 +80,15 @@ def _c(a, dt):
     return np.ascontiguousarray(a, dtype=dt)
 
 
-def solve_tape(kernel, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, max_steps, workers):
-    """Forward solve recording tapes: (states, status, steps, _Tapes)."""
+#: Patients per recording block (times the threads): the forward checks its tape budget
+#: between blocks.
+_TAPE_BLOCK = 16
+
+
+def solve_tape(kernel, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, max_steps, workers, budget=None):
+    """Forward solve recording tapes: (states, status, steps, _Tapes). With a `budget`
+    (bytes), blocks of patients are recorded until their tapes reach it and the rest are
+    solved without a tape (listed in `_Tapes.missing`)."""
     b, n_seg, n_ts = B.shape[0], B.shape[1] - 1, ts.shape[1]
     params = _c(params if kernel.p else np.zeros((b, 1)), np.float64)
     y0, B, dose, u, ts = (_c(a, np.float64) for a in (y0, B, dose, u, ts))
@@ -94,13 +106,30 @@ def solve_tape(kernel, params, y0, B, dose, u, ts, owner, invalid, rtol, atol, m
                         float(rtol), float(atol), int(max_steps), out[lo:].ctypes.data, status[lo:].ctypes.data,
                         steps[lo:].ctypes.data, base + lo * ctypes.sizeof(ctypes.c_void_p), nbytes[lo:].ctypes.data)
 
-    workers, blocks = _split(b, workers)
-    if workers == 1:
-        run(0, b)
+    def run_range(lo, hi):
+        w, blocks = _split(hi - lo, workers)
+        if w == 1:
+            run(lo, hi)
+        else:
+            with ThreadPoolExecutor(w) as pool:
+                list(pool.map(lambda lh: run(lo + lh[0], lo + lh[1]), blocks))
+
+    done = b
+    if budget is None:
+        run_range(0, b)
     else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda lh: run(*lh), blocks))
-    return out, status, steps, _Tapes(kernel, ptrs, nbytes.sum())
+        step = _TAPE_BLOCK * max(1, int(workers))
+        done = 0
+        while done < b and nbytes[:done].sum() < budget:
+            run_range(done, min(b, done + step))
+            done = min(b, done + step)
+        if done < b:  # over budget: the rest without tapes (recorded again by the backward)
+            o, st, sp = kernel.solve(params[done:], y0[done:], B[done:], dose[done:], u[done:], ts[done:],
+                                     owner[done:], invalid[done:], rtol, atol, max_steps, workers, True)
+            out[done:], status[done:], steps[done:] = o, st, sp
+    tapes = _Tapes(kernel, ptrs, nbytes.sum())
+    tapes.missing = np.arange(done, b)
+    return out, status, steps, tapes
 
 
 def adjoint(kernel, tapes, params, B, dose, u, owner, ybar, workers):
@@ -132,7 +161,8 @@ def _register(tapes) -> int:
     with _REG_LOCK:
         _REGISTRY[handle] = tapes
         total = sum(t.nbytes for t in _REGISTRY.values())
-        while _REGISTRY and total > _cap_bytes():
+        # The newest stays (its forward kept its tapes within about the cap already).
+        while len(_REGISTRY) > 1 and total > _cap_bytes():
             _, old = _REGISTRY.popitem(last=False)
             total -= old.nbytes
             old.free()
@@ -162,19 +192,45 @@ def native_states(kernel, rtol, atol, max_steps, workers):
         return out, status, steps
 
     def host_tape(*args):
-        out, status, steps, tapes = solve_tape(kernel, *(np.asarray(a) for a in args), rtol, atol, max_steps, workers)
+        out, status, steps, tapes = solve_tape(kernel, *(np.asarray(a) for a in args), rtol, atol, max_steps, workers,
+                                               budget=_cap_bytes())
         return out, status, steps, np.asarray(_register(tapes), dtype=np.int64)
 
     def host_adjoint(handle, params, y0, B, dose, u, ts, owner, invalid, ybar):
+        args = [np.asarray(a) for a in (params, y0, B, dose, u, ts, owner, invalid)]
+        args[-1] = np.broadcast_to(args[-1], (args[2].shape[0],))
+        b = args[2].shape[0]
         tapes = _take(handle)
-        if tapes is None:  # evicted, or a second pullback: record again
-            *_, tapes = solve_tape(kernel, *(np.asarray(a) for a in (params, y0, B, dose, u, ts, owner, invalid)),
-                                   rtol, atol, max_steps, workers)
-        try:
-            return adjoint(kernel, tapes, np.asarray(params), np.asarray(B), np.asarray(dose), np.asarray(u),
-                           np.asarray(owner), np.asarray(ybar), workers)
-        finally:
-            tapes.free()
+        per = None
+        if tapes is None:  # evicted, or a second pullback: every patient recorded again
+            missing, res = np.arange(b), None
+        else:
+            missing = tapes.missing
+            try:
+                res = adjoint(kernel, tapes, args[0], args[2], args[3], args[4], args[6], np.asarray(ybar), workers)
+            finally:
+                recorded = b - len(missing)
+                per = tapes.nbytes / recorded if recorded and tapes.nbytes else None
+                tapes.free()
+        if len(missing) == 0:
+            return res
+        if res is None:
+            n, p, n_seg = kernel.n, kernel.p, args[2].shape[1] - 1
+            res = (np.zeros((b, n)), np.zeros((b, p)), np.zeros((b, n_seg, n)), np.zeros((b, n_seg, n)),
+                   np.zeros((b, n_seg + 1)))
+        # Chunks whose tapes fit the cap: record, take the adjoint, free, next.
+        chunk = int(max(1, _cap_bytes() // per)) if per else _TAPE_BLOCK * max(1, int(workers))
+        for lo in range(0, len(missing), chunk):
+            idx = missing[lo:lo + chunk]
+            sub = [a[idx] for a in args]
+            *_, t = solve_tape(kernel, *sub, rtol, atol, max_steps, workers)
+            try:
+                part = adjoint(kernel, t, sub[0], sub[2], sub[3], sub[4], sub[6], np.asarray(ybar)[idx], workers)
+            finally:
+                t.free()
+            for full, got in zip(res, part):
+                full[idx] = got
+        return res
 
     @jax.custom_vjp
     def states(params, y0, B, dose, u, ts, owner, invalid):

@@ -108,6 +108,7 @@ def main(argv=None):
     ap.add_argument("--n-native", type=int, default=200, help="patients for the native timings")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--reps", type=int, default=200000, help="calls per C timing")
+    ap.add_argument("--out", default=None, help="results stem (default floor_<workload>_cpu)")
     a = ap.parse_args(argv)
 
     import jax
@@ -157,7 +158,7 @@ def main(argv=None):
         "native": native, "machine": _env.machine_info(),
     }
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"floor_{a.workload}_cpu"
+    stem = RESULTS / (a.out or f"floor_{a.workload}_cpu")
     stem.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     lines = [f"# Floor: {a.workload}, rtol {case.rtol:g} / atol {case.atol:g}", "",
              f"LSODA's work per patient ({a.n} patients): " + ", ".join(f"{k} {v:.0f}" for k, v in work.items()),

@@ -40,10 +40,15 @@ def steps(quick: bool) -> list[list[str]]:
             ["work_precision.py", "--n", "8", "--rtols", "1e-4,1e-6", "--repeats", "1", "--scipy-n", "2",
              "--out", f"work_precision_pk2cmt_cpu{q}"],
             ["memory_population.py", "--n", "2000", "--saves", "few", "--out", f"memory_population_cpu{q}"],
+            ["floor.py", "--workload", "crs", "--n", "2", "--n-native", "4", "--repeats", "1", "--reps", "2000",
+             "--out", f"floor_crs_cpu{q}"],
         ]
     return [
         ["population_suite.py", "--workload", "pk2cmt", "--n", "100,1000,10000"],
         ["population_suite.py", "--workload", "crs", "--n", "100,1000"],
+        ["population_suite.py", "--workload", "crs", "--n", "1000,10000", "--methods",
+         "qsp_native_2t,qsp_native_bdf_2t,qsp_native,qsp_native_bdf,scipy_lsoda", "--out", "population_crs_native_bdf_cpu"],
+        ["floor.py", "--workload", "crs"],
         ["population_suite.py", "--workload", "mapk", "--n", "100,1000", "--chunk", "64", "--budget-s", "200",
          "--rr-load-timeout-s", "120"],
         ["population_suite.py", "--workload", "clonal", "--n", "100,1000", "--chunk", "64", "--budget-s", "200"],
